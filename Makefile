@@ -1,0 +1,37 @@
+# moe_router: `make demo` runs the pipeline end to end, `make test` runs every test.
+# Both create .venv themselves.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv test demo docs bench export clean-nbs clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+demo: venv
+	$(BIN)/moe-router-demo --out runs/demo
+
+docs: venv
+	$(BIN)/python tools/build_docs.py
+
+bench: venv
+	$(BIN)/python bench/run_all.py
+
+export: venv
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+clean:
+	rm -rf _docs _proc runs
