@@ -10,7 +10,7 @@ __all__ = ['SPLITS', 'RULE', 'RULE60', 'parse_tool_call', 'score_tool_call', 're
            'iter_expert', 'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr', 'expert_sources',
            'build_routing_dataset', 'experts_from_flags', 'generate', 'upload_dataset', 'upload',
            'latest_deployed_dataset', 'fetch_dataset', 'find_latest_dataset', 'expert_paths', 'verify_expert_datasets',
-           'verify_datasets', 'assemble_dataset']
+           'verify_datasets', 'assemble_dataset', 'generate_on_modal']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, json, math, os, random, re, shutil, sys, tempfile
@@ -657,3 +657,23 @@ def assemble_dataset(experts:dict|None=None, history:str|None=None, root:str='/d
                                 seed=seed, ocr_samples=ocr_samples, hard_pair_frac=hard_pair_frac)
     _commit(data_vol)
     return str(out)
+
+# %% ../nbs/01_datagen.ipynb #f2d0fe44
+def generate_on_modal(prefix:str='routing',        # prefix of the dataset directory
+                      train_samples:int=100,       # training samples (train + val) per adapter
+                      eval_samples:int=100,        # eval samples per adapter
+                      train_val_split:float=0.8,   # share of the training samples that go to train
+                      seed:int=42,                 # random seed
+                      ocr_samples:int=0,           # synthetic OCR samples in train + val
+                      hard_pair_frac:float=0.5,    # share of OCR samples that are hard pairs
+                      history:str='',              # training-history file naming the latest dataset per expert
+                     ):
+    "`modal run -m moe_router.datagen --seed 42 ...`: verify the experts' datasets on the volume, then build a routing dataset there"
+    hist = history or None
+    print(json.dumps(verify_datasets.remote(history=hist), indent=2, default=str))
+    print(assemble_dataset.remote(history=hist, prefix=prefix, train_samples=train_samples, eval_samples=eval_samples,
+                                  train_val_split=train_val_split, seed=seed, ocr_samples=ocr_samples, hard_pair_frac=hard_pair_frac))
+
+import modal
+try: generate_on_modal = app.local_entrypoint()(generate_on_modal)
+except modal.exception.InvalidError: pass  # already registered in this process (the docs build re-runs the module)
