@@ -658,7 +658,7 @@ def assemble_dataset(experts:dict|None=None, history:str|None=None, root:str='/d
     _commit(data_vol)
     return str(out)
 
-# %% ../nbs/01_datagen.ipynb #f2d0fe44
+# %% ../nbs/01_datagen.ipynb #70118c9f
 def generate_on_modal(prefix:str='routing',        # prefix of the dataset directory
                       train_samples:int=100,       # training samples (train + val) per adapter
                       eval_samples:int=100,        # eval samples per adapter
