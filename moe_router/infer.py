@@ -251,8 +251,11 @@ class StackedPipeline:
         t0 = time.perf_counter(); self.model = model
         for i, (name, s) in enumerate(self.specs.items()):
             with train.quiet_hf():
-                if i == 0: self.model = PeftModel.from_pretrained(model, s['path'], adapter_name=name)
-                else: self.model.load_adapter(s['path'], adapter_name=name)
+                try:
+                    if i == 0: self.model = PeftModel.from_pretrained(model, s['path'], adapter_name=name)
+                    else: self.model.load_adapter(s['path'], adapter_name=name)
+                except Exception as e:  # PEFT's own errors do not say which adapter
+                    raise ConfigError(f"{s['path']}: adapter {name!r} could not be loaded onto {self.base_id}: {e}") from e
         self.router = self._load_router(router, model)
         self.model.eval()
         self.switch = AdapterSwitch(self.model) if hasattr(self.model, 'peft_config') else None

@@ -40,8 +40,8 @@ def test_site_pages_render(site, tmp_path):
 
 @pytest.mark.skipif(CHROMIUM is None, reason='Debian chromium is not installed (.ci/run installs it)')
 def test_eval_page_shows_confusion_matrix(site, tmp_path):
-    page = site/'evaluate.html'
-    if not page.exists(): pytest.skip('no evaluation notebook yet')
+    page = site/'eval_confusion.html'
+    assert page.exists(), f"no evaluation page among {sorted(p.name for p in site.glob('*.html'))}"
     d = dom(page, tmp_path/'profile')
     assert 'onfusion' in d
     imgs = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', d)
