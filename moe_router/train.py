@@ -14,10 +14,11 @@ __all__ = ['TINY_VERSION', 'SPECIAL_TOKENS', 'ADDED_TOKENS', 'CHAT_TEMPLATE', 'T
            'fit_head', 'with_text_only', 'text_only', 'save_head', 'load_head_checkpoint', 'head_from_checkpoint',
            'train_head', 'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'load_router',
            'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator', 'sft_lora', 'name_ids',
-           'branch_points', 'score_names', 'parse_name', 'generate_names', 'train_router_lora', 'using_adapter',
-           'LoraRouter', 'load_lora_router', 'task_messages', 'encode_task', 'generate_task', 'read_expert',
-           'train_task_lora', 'run_train', 'train', 'commit_volumes', 'on_app', 'modal_train_router_head',
-           'modal_train_router_lora', 'modal_evaluate', 'infer_one', 'modal_infer', 'modal_tensorboard']
+           'branch_points', 'score_names', 'parse_name', 'greedy_generate', 'generate_names', 'train_router_lora',
+           'using_adapter', 'LoraRouter', 'load_lora_router', 'task_messages', 'encode_task', 'generate_task',
+           'read_expert', 'train_task_lora', 'run_train', 'train', 'commit_volumes', 'on_app',
+           'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate', 'infer_one', 'modal_infer',
+           'modal_tensorboard']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import hashlib, io, json, os, random, re, shutil, sys, tempfile, time, warnings
@@ -835,6 +836,22 @@ def parse_name(text:str,    # a generated answer
     return min(hits)[1] if hits else None
 
 @torch.no_grad()
+def greedy_generate(model,             # a (PEFT) Qwen3-VL
+                    processor,         # its processor
+                    encode,            # `encode(batch of samples) -> model inputs` (left-padded)
+                    samples:list,      # the samples
+                    max_new_tokens:int=20, # generation budget
+                    batch_size:int=8,  # samples per call
+                   )->list:            # the new text of each sample
+    "Greedy generation in batches, decoding only the new tokens"
+    tok = processor.tokenizer; dev = next(model.parameters()).device; res = []
+    for i in range(0, len(samples), batch_size):
+        enc = {k: v.to(dev) for k, v in encode(samples[i:i+batch_size]).items()}
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)
+        res += tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
+    return res
+
 def generate_names(model,            # a model whose active adapter is the router LoRA
                    processor,        # its processor
                    samples:list,     # routing samples
@@ -843,13 +860,7 @@ def generate_names(model,            # a model whose active adapter is the route
                    batch_size:int=8, # samples per call
                   )->list:           # raw answers
     "Free greedy generation of the router's answer for each sample (raw text)"
-    tok = processor.tokenizer; dev = next(model.parameters()).device; res = []
-    for i in range(0, len(samples), batch_size):
-        enc = {k: v.to(dev) for k, v in encode_router(processor, samples[i:i+batch_size], labels).items()}
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id)
-        res += tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
-    return res
+    return greedy_generate(model, processor, lambda b: encode_router(processor, b, labels), samples, max_new_tokens, batch_size)
 
 # %% ../nbs/03_train_modal.ipynb #565a7bce
 def _save_adapter(pm, final:Path, info:dict, name:str='router.json'):
@@ -999,13 +1010,7 @@ def generate_task(model,               # backbone with the expert's adapter acti
                   max_new_tokens:int=64, # generation budget
                   batch_size:int=8)->list: # generated answers (text)
     "Greedy answers of an expert to requests"
-    tok = processor.tokenizer; dev = next(model.parameters()).device; res = []
-    for i in range(0, len(samples), batch_size):
-        enc = {k: v.to(dev) for k, v in encode_task(processor, samples[i:i+batch_size], system).items()}
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id)
-        res += tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
-    return res
+    return greedy_generate(model, processor, lambda b: encode_task(processor, b, system), samples, max_new_tokens, batch_size)
 
 # %% ../nbs/03_train_modal.ipynb #cd8cf0fd
 def read_expert(expert_dir:str|Path, # expert dataset directory (`train.jsonl`, `images/`)
