@@ -1,4 +1,4 @@
-"""The one `modal.App`, the pinned GPU image and the three volumes every module's Modal functions share.
+"""The one modal.App, the pinned GPU image and the three volumes every module's Modal functions share.
 
 Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 

@@ -1,4 +1,4 @@
-"""`moe-router-demo` builds the experts' data, trains both routers and the task LoRAs, evaluates, and serves the stack.
+"""moe-router-demo builds the experts' data, trains both routers and the task LoRAs, evaluates, and serves the stack.
 
 Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 
