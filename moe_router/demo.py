@@ -10,7 +10,7 @@ __all__ = ['SCALES', 'STAGES', 'demo_sizes', 'stage', 'demo_data', 'demo_routers
            'finish_demo', 'run_demo', 'modal_demo_stages', 'modal_is_local', 'upload_run', 'download_eval',
            'demo_stages_modal', 'demo']
 
-# %% ../nbs/06_demo.ipynb #86fac5cb
+# %% ../nbs/06_demo.ipynb #ca99c4c1
 import json, shutil, sys, time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +19,7 @@ from .config import ConfigError, DatasetError, atomic_write_json, atomic_write_t
 from .synth import make_synthetic_experts
 from .datagen import build_routing_dataset, load_split
 
-# %% ../nbs/06_demo.ipynb #90910a89
+# %% ../nbs/06_demo.ipynb #61d33de6
 SCALES = dict(
     full=dict(per_expert=120, train_samples=80, eval_samples=20, ocr_samples=80, head_epochs=60,
               lora_steps=160, lora_eval_steps=80, task_steps=80, task_lr=5e-3, cost_per_domain=4, infer_samples=None, max_new_tokens=64),
@@ -35,7 +35,7 @@ def demo_sizes(scale:str='full', # 'full' (what `make demo` runs) or 'quick'
     if bad: raise ConfigError(f"unknown demo size(s) {sorted(bad)}; known: {', '.join(SCALES[scale])}")
     return {**SCALES[scale], **overrides}
 
-# %% ../nbs/06_demo.ipynb #f521286c
+# %% ../nbs/06_demo.ipynb #60e64af8
 STAGES = ('Synthetic expert datasets', 'Routing dataset with OCR samples and hard pairs', 'Router head and router LoRA',
           'Task LoRAs', 'Evaluation', 'Stacked inference over the test split', 'Summary')
 
@@ -53,7 +53,7 @@ def stage(i:int,         # stage number, from 1
     times[title] = round(time.perf_counter() - t0, 2)
     log(f"   done in {times[title]:.1f} s")
 
-# %% ../nbs/06_demo.ipynb #3c88e8cc
+# %% ../nbs/06_demo.ipynb #cd7a5e23
 def demo_data(out:Path,       # the demo's run directory
               sizes:dict,     # from `demo_sizes`
               seed:int=0,     # random seed of both builders
@@ -73,7 +73,7 @@ def demo_data(out:Path,       # the demo's run directory
         log(f"   {meta['samples']} samples, {meta['ocr']['samples']} OCR ({meta['ocr']['hard_pairs']} hard pairs) in {ds}")
     return experts, ds
 
-# %% ../nbs/06_demo.ipynb #33d377c1
+# %% ../nbs/06_demo.ipynb #f3af8f69
 def demo_routers(ds:Path,        # routing dataset directory
                  out:Path,       # the demo's run directory
                  sizes:dict,     # from `demo_sizes`
@@ -101,7 +101,7 @@ def demo_task_loras(experts:dict,   # `{expert: dataset dir}`
     return train_expert_loras(experts, out/'task', backbone=backbone, max_steps=sizes['task_steps'], lr=sizes['task_lr'], seed=seed,
                               progress=progress)
 
-# %% ../nbs/06_demo.ipynb #7ef6a4c4
+# %% ../nbs/06_demo.ipynb #2e607e0b
 def demo_eval(ds:Path,          # routing dataset directory
               out:Path,         # the demo's run directory
               routers:dict,     # from `demo_routers`
@@ -121,7 +121,7 @@ def demo_eval(ds:Path,          # routing dataset directory
                                                                                for n, r in e2e.items()}))
     return dict(res, costm=costm, e2e=e2e)
 
-# %% ../nbs/06_demo.ipynb #a5a259d9
+# %% ../nbs/06_demo.ipynb #e5eb2c23
 def best_router(res:dict)->str:
     "Name of the trained router (not the baseline) with the best test accuracy; ties go to the first"
     evs = [e for e in res['evals'].values() if e.kind != 'baseline']
@@ -144,7 +144,7 @@ def demo_infer(ds:Path,          # routing dataset directory
     atomic_write_text(out/'infer'/'predictions.jsonl', ''.join(json.dumps(p)+'\n' for p in m['predictions']))
     return m
 
-# %% ../nbs/06_demo.ipynb #0f671517
+# %% ../nbs/06_demo.ipynb #6ad02c5b
 def _pct(v): return 'n/a' if v is None else f"{100*v:.1f}%"
 
 def hard_pair_accuracy(e)->float|None:
@@ -167,7 +167,7 @@ def demo_figures(meta:dict,   # the routing dataset's metadata
                 routers=routers, inference_router=router,
                 inference={k: inf[k] for k in ('n', 'routing_accuracy', 'parse_rate', 'action_accuracy', 'coord_accuracy', 'fallback_rate')})
 
-# %% ../nbs/06_demo.ipynb #9e222b13
+# %% ../nbs/06_demo.ipynb #25e0426b
 def summary_markdown(fig:dict,    # from `demo_figures`
                      times:dict,  # stage title -> seconds
                      out:Path,    # the run directory (for the command line shown)
@@ -192,7 +192,7 @@ def summary_markdown(fig:dict,    # from `demo_figures`
     L += [f"| {k} | {v:.1f} |" for k, v in times.items()] + [f"| **total** | **{sum(times.values()):.1f}** |", '']
     return '\n'.join(L)
 
-# %% ../nbs/06_demo.ipynb #948680d5
+# %% ../nbs/06_demo.ipynb #4593c10d
 def prepare_out(out:str|Path, # the run directory
                 log=print,    # where the note goes
                )->Path:       # the (absolute) run directory, created empty
@@ -205,7 +205,7 @@ def prepare_out(out:str|Path, # the run directory
     out.mkdir(parents=True, exist_ok=True); (out/'demo.partial').touch()
     return out
 
-# %% ../nbs/06_demo.ipynb #f10c611b
+# %% ../nbs/06_demo.ipynb #06b1ccbc
 def demo_stages(experts:dict,  # `{expert: dataset dir}`
                 ds:Path,       # routing dataset directory
                 out:Path,      # the demo's run directory
@@ -238,7 +238,7 @@ def demo_stages(experts:dict,  # `{expert: dataset dir}`
         log(dataset_report(inf))
     return demo_figures(json.loads((ds/'metadata.json').read_text()), ev, inf, name)
 
-# %% ../nbs/06_demo.ipynb #183d6430
+# %% ../nbs/06_demo.ipynb #b4cb4d46
 def finish_demo(out:Path,     # the run directory
                 figures:dict, # from `demo_stages`
                 times:dict,   # stage times, filled in
@@ -256,7 +256,7 @@ def finish_demo(out:Path,     # the run directory
     log(f"\nDemo finished in {res['total_secs']:.1f} s. Summary: {out/'summary.md'}")
     return res
 
-# %% ../nbs/06_demo.ipynb #9677d746
+# %% ../nbs/06_demo.ipynb #f4320297
 def run_demo(out:str|Path='runs/demo', # run directory
              seed:int=0,               # seed of every stage
              scale:str='full',         # 'full' or 'quick'
@@ -277,23 +277,24 @@ def run_demo(out:str|Path='runs/demo', # run directory
     else: figures = demo_stages(experts, ds, out, sizes, seed, model, times, log, progress)
     return finish_demo(out, figures, times, seed, t0, log)
 
-# %% ../nbs/06_demo.ipynb #f5783afe
+# %% ../nbs/06_demo.ipynb #f1dd2832
 from .cloud import app, image, data_vol, out_vol, VOLUMES, GPU
 from .train import on_app, commit_volumes
 
 @on_app('demo_stages', gpu=GPU, image=image, volumes=VOLUMES, timeout=6*3600)
-def modal_demo_stages(run:str,       # run name: data under `/datasets/{run}`, results under `/output/{run}`
+def modal_demo_stages(run:str,       # run name: data under `{data_root}/{run}`, results under `{out_root}/{run}`
                       experts:list,  # expert names
                       sizes:dict,    # from `demo_sizes`
                       seed:int=0,    # seed
                       model:str=None,# base model id
+                      data_root:str='/datasets', # where the data volume is mounted
+                      out_root:str='/output',    # where the output volume is mounted
                      )->dict:        # `{'figures':..., 'times':...}`
     "Modal GPU: stages 3–6 of the demo on the volumes"
     if not modal_is_local(): data_vol.reload()
-    out, times = Path('/output')/run, {}
+    data, out, times = Path(data_root)/run, Path(out_root)/run, {}
     out.mkdir(parents=True, exist_ok=True)
-    figures = demo_stages({n: Path('/datasets')/run/n for n in experts}, Path('/datasets')/run/'routing', out, sizes,
-                          seed, model, times, progress=False)
+    figures = demo_stages({n: data/n for n in experts}, data/'routing', out, sizes, seed, model, times, progress=False)
     commit_volumes(out_vol)
     return dict(figures=figures, times=times)
 
@@ -301,7 +302,7 @@ def modal_is_local()->bool:
     "True outside a Modal container"
     import modal; return modal.is_local()
 
-# %% ../nbs/06_demo.ipynb #8a6d19f3
+# %% ../nbs/06_demo.ipynb #e50e376d
 def upload_run(experts:dict, # `{expert: dataset dir}`
                ds:Path,      # routing dataset directory
                run:str,      # run name on the volume
@@ -326,7 +327,7 @@ def download_eval(run:str,   # run name on the output volume
         dst.write_bytes(b''.join(vol.read_file(e.path))); got.append(dst)
     return got
 
-# %% ../nbs/06_demo.ipynb #ecf571c8
+# %% ../nbs/06_demo.ipynb #843c83b3
 def demo_stages_modal(experts:dict, # `{expert: local dataset dir}`
                       ds:Path,      # local routing dataset directory
                       out:Path,     # local run directory
@@ -345,7 +346,7 @@ def demo_stages_modal(experts:dict, # `{expert: local dataset dir}`
     times.update(r['times'])
     return r['figures']
 
-# %% ../nbs/06_demo.ipynb #46007c80
+# %% ../nbs/06_demo.ipynb #6c05927c
 @call_parse
 def demo(out:str='runs/demo',   # run directory (replaced if it holds an earlier demo run)
          seed:int=0,            # seed of every stage
