@@ -81,6 +81,14 @@ def relabel(w, tmp):
 def empty_split(w, tmp):
     d = tmp/'empty'; shutil.copytree(w['ds'], d); (d/'test.jsonl').write_text(''); return d
 
+def ds_missing_image(w, tmp):
+    "A copy of the routing dataset whose expert screenshots live in a copy with one test screenshot deleted"
+    ex = tmp/'experts'; shutil.copytree(w['root']/'experts', ex)
+    d = tmp/'ds'; shutil.copytree(w['ds'], d)
+    m = json.loads((d/'metadata.json').read_text()); m['image_roots'] = [str(ex)]; (d/'metadata.json').write_text(json.dumps(m))
+    first = next(json.loads(l) for l in lines(d/'test.jsonl') if json.loads(l).get('image'))
+    (ex/first['image']).unlink(); return d
+
 def loras(w, tmp, **override):
     "A loras.json over the fake adapters, with entries replaced by `override`"
     spec = {n: str(w['adapters']/n) for n in ('calendar', 'claim-window', 'provider-select')} | {'ocr': 'base'} | override
@@ -145,6 +153,10 @@ CASES = [
      '--out', str(t/'out')], 2, r'nope', ['out']),
     ('eval: empty split', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(empty_split(w, t)),
      '--out', str(t/'out')], 2, r'test\.jsonl.*no samples', ['out']),
+    ('eval: router labels differ from the dataset', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(relabel(w, t)),
+     '--out', str(t/'out'), '--no-baseline'], 2, r"router-head\.pt: label map \{'calendar': 0.*differs from the dataset's \{'claim-window': 0", ['out']),
+    ('eval: a test screenshot is missing', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(ds_missing_image(w, t)),
+     '--out', str(t/'out'), '--no-baseline'], 2, r"image '[^']+\.png' does not resolve to a file", ['out']),
     ('eval: missing router checkpoint', lambda w, t: ['moe-router-eval', '--router', str(t/'router-head.pt'), '--dataset-dir', str(w['ds']),
      '--out', str(t/'out')], 2, r'router-head\.pt', ['out']),
     ('eval: unknown --compare file format', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(w['ds']),
