@@ -7,8 +7,8 @@ Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'demo_sizes', 'stage', 'demo_data', 'demo_routers', 'demo_task_loras', 'demo_eval', 'best_router',
            'demo_infer', 'hard_pair_accuracy', 'demo_figures', 'summary_markdown', 'prepare_out', 'demo_stages',
-           'finish_demo', 'run_demo', 'modal_demo_stages', 'modal_is_local', 'upload_run', 'download_eval',
-           'demo_stages_modal', 'demo']
+           'finish_demo', 'modal_credentials', 'run_demo', 'modal_demo_stages', 'modal_is_local', 'upload_run',
+           'download_eval', 'demo_stages_modal', 'demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
 import json, shutil, sys, time
@@ -257,6 +257,11 @@ def finish_demo(out:Path,     # the run directory
     return res
 
 # %% ../nbs/06_demo.ipynb #f4320297
+def modal_credentials()->bool:
+    "True if Modal has a token, from `modal setup` or `MODAL_TOKEN_ID`/`MODAL_TOKEN_SECRET`"
+    from modal.config import config
+    return bool(config.get('token_id') and config.get('token_secret'))
+
 def run_demo(out:str|Path='runs/demo', # run directory
              seed:int=0,               # seed of every stage
              scale:str='full',         # 'full' or 'quick'
@@ -270,6 +275,8 @@ def run_demo(out:str|Path='runs/demo', # run directory
     if backend not in ('local', 'modal'): raise ConfigError(f"unknown --backend {backend!r}; use local or modal")
     if backend == 'local' and model != 'tiny':
         raise ConfigError(f"--model {model} needs --backend modal; on this machine the demo runs the tiny backbone")
+    if backend == 'modal' and not modal_credentials():
+        raise ConfigError("--backend modal needs Modal credentials: run `modal setup` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
     sizes, t0, times, log = demo_sizes(scale, **sizes), time.perf_counter(), {}, log or (lambda *a, **k: None)
     out = prepare_out(out, log)
     experts, ds = demo_data(out, sizes, seed, times, log, progress)

@@ -172,7 +172,16 @@ CASES = [
     ('infer: adapter files PEFT cannot load', lambda w, t: infer_args(w, t, loras(w, t)), 2, r'adapters/calendar.*target_modules', ['out.json']),
     ('infer: unknown --expert', lambda w, t: infer_args(w, t, loras(w, t, calendar='base', **{'claim-window': 'base', 'provider-select': 'base'}),
      '--expert', 'weather'), 2, r'weather', ['out.json']),
+    # --- 06_demo / moe-router-demo
+    ('demo: a real model without --backend modal', lambda w, t: ['moe-router-demo', '--out', str(t/'out'), '--model', 'Qwen/Qwen3-VL-8B-Instruct'],
+     2, r'--model Qwen/Qwen3-VL-8B-Instruct needs --backend modal', ['out']),
+    ('demo: unknown --backend', lambda w, t: ['moe-router-demo', '--out', str(t/'out'), '--backend', 'slurm'], 2, r"slurm", ['out']),
+    ('demo: --out holds something else', lambda w, t: ((t/'out').mkdir(), (t/'out'/'notes.txt').write_text('mine'),
+     ['moe-router-demo', '--out', str(t/'out'), '--quick'])[2], 2, r'out: exists and is not a demo run directory', []),
 ]
+if not os.environ.get('MODAL_TOKEN_ID'):  # without credentials the modal backend must stop before writing anything
+    CASES.append(('demo: --backend modal without Modal credentials', lambda w, t: ['moe-router-demo', '--out', str(t/'out'), '--backend', 'modal',
+                  '--model', 'Qwen/Qwen3-VL-8B-Instruct'], 2, r'modal setup', ['out']))
 
 @pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case, world, tmp_path):
