@@ -612,6 +612,9 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
     try:
         if not (prompt or dataset_dir): raise ConfigError("give --prompt \"...\" or --dataset-dir DIR")
         if image and not Path(image).is_file(): raise ConfigError(f"{image}: image file not found")
+        for flag, v, lo in (('--max-samples', max_samples, 1), ('--max-new-tokens', max_new_tokens, 1)):
+            if v is not None and v < lo: raise ConfigError(f"{flag} {v} must be at least {lo}")
+        if not 0 <= threshold <= 1: raise ConfigError(f"--threshold {threshold:g} must be between 0 and 1 (a router confidence)")
         if router is None and expert is None: router = env_settings()['router_out']
         pipe = StackedPipeline.load(loras, router, model, threshold=threshold, fallback=fallback, max_new_tokens=max_new_tokens)
         if dataset_dir:

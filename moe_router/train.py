@@ -21,7 +21,7 @@ __all__ = ['TINY_VERSION', 'SPECIAL_TOKENS', 'ADDED_TOKENS', 'CHAT_TEMPLATE', 'T
            'modal_tensorboard']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
-import hashlib, io, json, os, random, re, shutil, sys, tempfile, time, warnings
+import hashlib, io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
 from collections import Counter, defaultdict
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
@@ -1101,12 +1101,16 @@ def train(router:str='head',          # router kind: head or lora
          ):
     "Train a router head or a router LoRA on a routing dataset"
     head = router == 'head'
+    epochs = (100 if head else 3) if epochs is None else epochs
     kw = dict(dataset_dir=dataset_dir, model=model, data_path=data_path, eval_data_path=eval_data_path,
-              out=out or (None if head else '/output/router-lora'), epochs=epochs or (100 if head else 3),
-              batch_size=batch_size, lr=lr or (1e-4 if head else 2e-4), patience=patience, min_delta=min_delta, seed=seed)
+              out=out or (None if head else '/output/router-lora'), epochs=math.ceil(epochs) if head and epochs > 0 else epochs,
+              batch_size=batch_size, lr=(1e-4 if head else 2e-4) if lr is None else lr, patience=patience, min_delta=min_delta, seed=seed)
     kw.update(dict(pooling=pooling) if head else dict(r=r, alpha=alpha, dropout=dropout, grad_accum=grad_accum,
                                                       max_length=max_length, max_steps=max_steps, vision_lora=vision_lora))
-    try: res = run_train(router, backend, **kw)
+    try:
+        for flag, v in (('--epochs', epochs), ('--batch-size', batch_size), ('--lr', kw['lr'])):
+            if v <= 0: raise ConfigError(f"{flag} {v:g} must be greater than 0")
+        res = run_train(router, backend, **kw)
     except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr); sys.exit(2)
     print(json.dumps({k: v for k, v in res.items() if k != 'history'}, indent=2, default=str))

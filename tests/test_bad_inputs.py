@@ -1,11 +1,25 @@
 """The reliability sweep: every bad input the issues name, through the console scripts a researcher types.
 
-For each case: the exit code, the message on stderr (it must name the file, and the line and field where they
-exist), no traceback, and the files left behind (none: no output directory, no `.partial` directory).
-Two more: a dataset build killed with SIGKILL leaves nothing that looks complete, and the same seed gives
-byte-identical dataset files.
+One table, one row per bad input: the command line, how a copy of a good fixture is broken, the exit code
+(2, the commands' convention for a `DatasetError`/`ConfigError`), a pattern the message on stderr must match
+(it names the file, and the line and field where they exist), and the outputs that must not appear or must
+stay unchanged. Every row also checks that there is no traceback and that the run left nothing behind: the
+test directory holds exactly the files it held before (no output directory, no `.partial` directory, no
+temporary file, nothing rewritten).
+
+Inputs the code gets wrong today are rows marked `xfail(strict=True)` with the reason, so the suite stays green
+and shows the bug; when a bug is fixed its row turns XPASS and fails, and the mark should go.
+
+Two more tests: a dataset build killed with SIGKILL part-way leaves no dataset directory that looks complete
+(and a rerun succeeds), and the same seed gives byte-identical dataset files. `test_zz_summary` prints how many
+cases were tried.
+
+Speed: loading torch and transformers costs several seconds per command, so the commands run in a warm runner,
+a child process that imports the modules once and forks one process per case; each case process runs the
+installed console script itself (`runpy` on `.venv/bin/moe-router-...`, argv, cwd, stdout and stderr as given).
+`MOE_SWEEP_EXEC=1` runs every case as its own fresh process instead (same results, several times slower).
 """
-import json, os, re, shutil, signal, subprocess, sys, time
+import base64, json, os, re, select, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from moe_router.synth import make_synthetic_experts
@@ -13,8 +27,103 @@ from moe_router.datagen import build_routing_dataset, load_split
 from moe_router.config import DatasetError
 
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONWARNINGS': 'ignore'}
-TRIED = []   # (case id, exit code, ok)
+ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONWARNINGS': 'ignore',
+       'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+TRIED = {}   # node id -> dict(name, rc, clear, left, bug)
+TIMEOUT = 300
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running a console script
+# ---------------------------------------------------------------------------------------------------------------
+WARM = r'''
+import importlib, json, os, runpy, sys, traceback
+req, rep = (int(a) for a in sys.argv[1:3])
+for m in ('moe_router.datagen', 'moe_router.synth', 'moe_router.train', 'moe_router.evaluate', 'moe_router.infer'):
+    importlib.import_module(m)
+rf, wf = os.fdopen(req, 'r'), os.fdopen(rep, 'w', buffering=1)
+for line in rf:
+    job = json.loads(line)
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:                                   # the case: the console script, as if exec'd
+        code = 1
+        try:
+            rf.close(); wf.close(); os.chdir(job['cwd'])
+            for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, job['out'], os.O_WRONLY|os.O_CREAT|os.O_TRUNC),
+                                    (2, job['err'], os.O_WRONLY|os.O_CREAT|os.O_TRUNC)):
+                f = os.open(path, flags, 0o644); os.dup2(f, fd); os.close(f)
+            sys.argv = job['argv']
+            try: runpy.run_path(job['argv'][0], run_name='__main__'); code = 0
+            except SystemExit as e:
+                if e.code is None: code = 0
+                elif isinstance(e.code, int): code = e.code
+                else: print(e.code, file=sys.stderr); code = 1
+            except BaseException: traceback.print_exc(); code = 1
+        finally:
+            try: sys.stdout.flush(); sys.stderr.flush()
+            except Exception: pass
+            os._exit(code)
+    wf.write(json.dumps({'pid': pid}) + '\n')
+    _, st = os.waitpid(pid, 0)
+    wf.write(json.dumps({'rc': os.waitstatus_to_exitcode(st)}) + '\n')
+'''
+
+class Warm:
+    "A process that has imported moe_router's modules and forks one child per command"
+    def __init__(self, logdir):
+        self.logdir, self.n = Path(logdir), 0
+        r1, w1 = os.pipe(); r2, w2 = os.pipe()
+        self.proc = subprocess.Popen([sys.executable, '-c', WARM, str(r1), str(w2)], pass_fds=(r1, w2), env=ENV,
+                                     stdout=open(self.logdir/'warm.log', 'w'), stderr=subprocess.STDOUT)
+        os.close(r1); os.close(w2)
+        self.req, self.rep, self.buf = os.fdopen(w1, 'w', buffering=1), r2, b''
+
+    def _reply(self, timeout):
+        end = time.time() + timeout
+        while b'\n' not in self.buf:
+            left = end - time.time()
+            if left <= 0 or not select.select([self.rep], [], [], left)[0]: return None
+            chunk = os.read(self.rep, 4096)
+            if not chunk: raise RuntimeError(f"warm runner died: {(self.logdir/'warm.log').read_text()[-3000:]}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        return json.loads(line)
+
+    def run(self, argv, cwd, timeout=TIMEOUT):
+        self.n += 1; out, err = self.logdir/f'{self.n}.out', self.logdir/f'{self.n}.err'
+        self.req.write(json.dumps(dict(argv=[str(BIN/argv[0]), *map(str, argv[1:])], cwd=str(cwd), out=str(out), err=str(err))) + '\n')
+        pid = self._reply(60)['pid']
+        r = self._reply(timeout)
+        if r is None: os.kill(pid, signal.SIGKILL); r = self._reply(60); r['rc'] = 'timeout'
+        return subprocess.CompletedProcess(argv, r['rc'], out.read_text(errors='replace'), err.read_text(errors='replace'))
+
+    def close(self):
+        self.req.close(); self.proc.wait(30); os.close(self.rep)
+
+def run_exec(argv, cwd, timeout=TIMEOUT):
+    "A console script in a fresh process"
+    return subprocess.run([str(BIN/argv[0]), *map(str, argv[1:])], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "`run(argv, cwd)` runs a console script (argv[0] is its name) and returns a `CompletedProcess`"
+    if os.environ.get('MOE_SWEEP_EXEC'): yield run_exec; return
+    w = Warm(tmp_path_factory.mktemp('warm-logs'))
+    yield w.run
+    w.close()
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixtures, built once
+# ---------------------------------------------------------------------------------------------------------------
+def snapshot(root):
+    "`{relative path: (size, mtime_ns)}` of everything under `root` (directories too)"
+    root = Path(root)
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob('*')}
+
+def left_behind(before, after):
+    "Paths that appeared, changed or vanished between two snapshots"
+    return sorted({k for k in after if k not in before} | {k for k in before if k not in after} |
+                  {k for k in after if k in before and after[k] != before[k] and after[k][0] is not None})
 
 @pytest.fixture(scope='module')
 def world(tmp_path_factory):
@@ -22,16 +131,21 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp('world')
     experts = make_synthetic_experts(d/'experts', per_expert=12, seed=0)
     ds = build_routing_dataset(experts, d/'routing', train_samples=6, eval_samples=3, ocr_samples=4, log=None)
-    from moe_router.train import train_head
+    from moe_router.train import train_head, load_head_checkpoint
     head = train_head(ds, d/'head', model='tiny', epochs=2, lr=1e-3, log=None, progress=False)['path']
+    ck = load_head_checkpoint(head)
     for name in ('calendar', 'claim-window', 'provider-select'):
         a = d/'adapters'/name; a.mkdir(parents=True)
         (a/'adapter_config.json').write_text(json.dumps({'base_model_name_or_path': 'tiny', 'peft_type': 'LORA'}))
         (a/'adapter_model.safetensors').write_bytes(b'')
-    return dict(root=d, experts=experts, ds=ds, head=head, adapters=d/'adapters')
+    w = dict(root=d, experts=experts, ds=ds, head=str(head), adapters=d/'adapters',
+             router_info={k: ck[k] for k in ('labels', 'label_map', 'base_model_id', 'backbone', 'prompt_version', 'system_prompt')})
+    w['snapshot'] = snapshot(d)
+    return w
 
 def lines(p): return Path(p).read_text().splitlines()
 def write_lines(p, ls): Path(p).write_text('\n'.join(ls) + '\n')
+def touch(p, text=''): p = Path(p); p.parent.mkdir(parents=True, exist_ok=True); p.write_text(text); return p
 
 def expert_copy(w, tmp, edit=None, name='calendar'):
     "A copy of one synthetic expert dataset, with `edit(list of JSONL lines) -> lines` applied to train.jsonl"
@@ -44,23 +158,34 @@ def gen_args(w, tmp, cal, *extra, out='out', train=4, evals=2):
             '--provider-select-dataset', str(w['experts']['provider-select']), '--train-samples', str(train), '--eval-samples', str(evals),
             '--output-dir', str(tmp/out), '--no-progress', *extra]
 
-def drop_key(key, line_no=2):
+def gen(*extra, edit=None, **kw):
+    "A setup that runs moe-router-generate on the three synthetic experts, calendar's copy edited by `edit`"
+    return lambda w, t: gen_args(w, t, expert_copy(w, t, edit) if edit else w['experts']['calendar'], *extra, **kw)
+
+def edit_record(line_no, fn):
+    "An `edit` that lets `fn(record)` change the JSON record on `line_no` (1-based) in place"
     def edit(ls):
-        r = json.loads(ls[line_no-1]); r.pop(key); ls[line_no-1] = json.dumps(r); return ls
+        r = json.loads(ls[line_no-1]); fn(r); ls[line_no-1] = json.dumps(r); return ls
     return edit
 
-def drop_turn(role, line_no=2):
-    def edit(ls):
-        r = json.loads(ls[line_no-1]); r['conversations'] = [t for t in r['conversations'] if t['from'] != role]
-        ls[line_no-1] = json.dumps(r); return ls
+def drop_key(key, line_no=2): return edit_record(line_no, lambda r: r.pop(key))
+def drop_turn(role, line_no=2): return edit_record(line_no, lambda r: r.update(conversations=[t for t in r['conversations'] if t['from'] != role]))
+def drop_turn_everywhere(role):
+    def edit(ls): return [json.dumps({**r, 'conversations': [t for t in r['conversations'] if t['from'] != role]}) for r in map(json.loads, ls)]
     return edit
-
+def replace_line(line_no, text):
+    def edit(ls): ls[line_no-1] = text; return ls
+    return edit
 def corrupt_line(line_no=3):
     def edit(ls): ls[line_no-1] = ls[line_no-1][:40]; return ls
     return edit
 
-def remove_image(w, tmp):
-    cal = expert_copy(w, tmp); r = json.loads(lines(cal/'train.jsonl')[0]); (cal/r['image']).unlink(); return cal, r['image']
+def remove_images(w, tmp, n=1):
+    "A copy of calendar whose first `n` distinct screenshots are deleted"
+    cal = expert_copy(w, tmp)
+    imgs = list(dict.fromkeys(json.loads(l)['image'] for l in lines(cal/'train.jsonl')))[:n]
+    for i in imgs: (cal/i).unlink()
+    return cal
 
 def registry(tmp, text):
     p = tmp/'adapters.yaml'; p.write_text(text); return p
@@ -71,187 +196,398 @@ GOOD_REG = """adapters:
   provider-select: {label: 2}
   ocr: {label: 3, optional: true}
 """
+SWAPPED_REG = GOOD_REG.replace('calendar: {label: 0}', 'calendar: {label: 1}').replace('claim-window: {label: 1}', 'claim-window: {label: 0}')
+
+def with_reg(text, *extra):
+    return lambda w, t: gen_args(w, t, w['experts']['calendar'], '--config', str(registry(t, text)), *extra)
+
+def ds_copy(w, tmp, name='ds'):
+    d = tmp/name; shutil.copytree(w['ds'], d); return d
 
 def relabel(w, tmp):
     "A copy of the routing dataset whose label map differs from the registry"
-    d = tmp/'relabelled'; shutil.copytree(w['ds'], d)
+    d = ds_copy(w, tmp, 'relabelled')
     m = json.loads((d/'metadata.json').read_text()); m['label_map'] = {'calendar': 1, 'claim-window': 0, 'provider-select': 2, 'ocr': 3}
     (d/'metadata.json').write_text(json.dumps(m)); return d
 
-def empty_split(w, tmp):
-    d = tmp/'empty'; shutil.copytree(w['ds'], d); (d/'test.jsonl').write_text(''); return d
+def ds_edit(split, fn, name='ds'):
+    "A setup helper: a copy of the routing dataset whose `split`.jsonl lines are replaced by `fn(lines)`"
+    def make(w, tmp):
+        d = ds_copy(w, tmp, name); write_lines(d/f'{split}.jsonl', fn(lines(d/f'{split}.jsonl'))) if fn else (d/f'{split}.jsonl').unlink()
+        return d
+    return make
 
-def ds_missing_image(w, tmp):
-    "A copy of the routing dataset whose expert screenshots live in a copy with one test screenshot deleted"
+def empty_split(w, tmp, split='test'):
+    d = ds_copy(w, tmp, 'empty'); (d/f'{split}.jsonl').write_text(''); return d
+
+def ds_missing_image(w, tmp, split='test'):
+    "A copy of the routing dataset whose expert screenshots live in a copy with one `split` screenshot deleted"
     ex = tmp/'experts'; shutil.copytree(w['root']/'experts', ex)
-    d = tmp/'ds'; shutil.copytree(w['ds'], d)
+    d = ds_copy(w, tmp)
     m = json.loads((d/'metadata.json').read_text()); m['image_roots'] = [str(ex)]; (d/'metadata.json').write_text(json.dumps(m))
-    first = next(json.loads(l) for l in lines(d/'test.jsonl') if json.loads(l).get('image'))
+    first = next(json.loads(l) for l in lines(d/f'{split}.jsonl') if json.loads(l).get('image'))
     (ex/first['image']).unlink(); return d
+
+def truncated_head(w, tmp):
+    p = tmp/'router-head.pt'; p.write_bytes(Path(w['head']).read_bytes()[:3000]); return p
+
+def router_lora(w, tmp, config_text=None, info=None):
+    "A router-LoRA directory as train_router_lora writes it, with `adapter_config.json` = `config_text` (None: absent)"
+    d = tmp/'router-lora'/'final'; d.mkdir(parents=True)
+    (d/'router.json').write_text(json.dumps(w['router_info'] if info is None else info))
+    (d/'adapter_model.safetensors').write_bytes(b'')
+    if config_text is not None: (d/'adapter_config.json').write_text(config_text)
+    return d.parent
 
 def loras(w, tmp, **override):
     "A loras.json over the fake adapters, with entries replaced by `override`"
     spec = {n: str(w['adapters']/n) for n in ('calendar', 'claim-window', 'provider-select')} | {'ocr': 'base'} | override
     p = tmp/'loras.json'; p.write_text(json.dumps(spec)); return p
 
+def base_loras(w, tmp):
+    "A loras.json where every expert is the base model (no adapter files to load)"
+    return loras(w, tmp, **{n: 'base' for n in ('calendar', 'claim-window', 'provider-select')})
+
 def bad_adapter(w, tmp, config_text):
     a = tmp/'bad-adapter'; shutil.copytree(w['adapters']/'calendar', a); (a/'adapter_config.json').write_text(config_text); return a
 
-def infer_args(w, tmp, lj, *extra):
-    return ['moe-router-infer', '--prompt', 'Click December 3 in the calendar', '--loras', str(lj), '--router', w['head'],
+def infer_args(w, tmp, lj, *extra, router=None):
+    return ['moe-router-infer', '--prompt', 'Click December 3 in the calendar', '--loras', str(lj), '--router', str(router or w['head']),
             '--model', 'tiny', '--json-out', str(tmp/'out.json'), *extra]
 
-# Each case: (id, setup(world, tmp) -> argv, expected exit code, stderr regex, paths (relative to tmp) that must not exist)
+def train_args(w, tmp, *extra, ds=None):
+    return ['moe-router-train', '--dataset-dir', str(ds or w['ds']), '--model', 'tiny', '--out', str(tmp/'out'), *extra]
+
+def eval_args(w, tmp, *extra, ds=None, router=None):
+    return ['moe-router-eval', '--router', str(router or w['head']), '--dataset-dir', str(ds or w['ds']), '--out', str(tmp/'out'),
+            '--no-baseline', *extra]
+
+def previous(path, text='{"previous": "results"}'):
+    "A setup step: an earlier run's output file, which a failed run must leave unchanged"
+    return lambda t: touch(t/path, text)
+
+# ---------------------------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------------------------
+# A row: (id, setup(world, tmp) -> argv, stderr regex, outputs (relative to tmp) that must not exist afterwards,
+#         pre(tmp): files an earlier run left there (the row's check is that they stay byte-for-byte unchanged),
+#         bug: None, or why the row is xfail today). Every row expects exit code 2.
+def case(id, setup, pattern, outputs=('out',), pre=None, bug=None): return (id, setup, pattern, tuple(outputs), pre, bug)
+
+TRACEBACK, EXIT0 = 'crashes with a Python traceback (exit 1) instead of `error: ...` and exit 2', 'is accepted: exit 0'
+
 CASES = [
-    # --- 01_datagen / moe-router-generate
-    ('generate: malformed JSON line', lambda w, t: gen_args(w, t, expert_copy(w, t, corrupt_line(3))), 2,
-     r'calendar/train\.jsonl:3\b.*JSON', ['out']),
-    ('generate: record missing conversations', lambda w, t: gen_args(w, t, expert_copy(w, t, drop_key('conversations', 2))), 2,
-     r'calendar/train\.jsonl:2\b.*conversations', ['out']),
-    ('generate: record missing its human turn', lambda w, t: gen_args(w, t, expert_copy(w, t, drop_turn('human', 2))), 2,
-     r'calendar/train\.jsonl:2\b.*human', ['out']),
-    ('generate: missing image file', lambda w, t: gen_args(w, t, remove_image(w, t)[0]), 2, r'calendar.*images/calendar_\d+\.png', ['out']),
-    ('generate: empty file', lambda w, t: gen_args(w, t, (t/'empty.jsonl', (t/'empty.jsonl').write_text(''))[0]), 2,
-     r'empty\.jsonl.*(empty|no records)', ['out']),
-    ('generate: fewer records than requested', lambda w, t: gen_args(w, t, w['experts']['calendar'], train=40, evals=10), 2, r'calendar/train\.jsonl.*12 usable records, 50 requested', ['out']),
-    ('generate: unknown adapter name', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--expert', f"bogus={w['experts']['calendar']}"), 2,
-     r"bogus", ['out']),
-    ('generate: registry with duplicate labels', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--config',
-     str(registry(t, GOOD_REG.replace('claim-window: {label: 1}', 'claim-window: {label: 0}')))), 2, r'adapters\.yaml.*label', ['out']),
-    ('generate: registry with non-contiguous labels', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--config',
-     str(registry(t, GOOD_REG.replace('ocr: {label: 3', 'ocr: {label: 7')))), 2, r'adapters\.yaml.*contiguous', ['out']),
-    ('generate: registry with an unknown key', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--config',
-     str(registry(t, GOOD_REG.replace('calendar: {label: 0}', 'calendar: {label: 0, lable: 1}')))), 2, r'adapters\.yaml.*lable', ['out']),
-    ('generate: registry with a name that is not a slug', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--config',
-     str(registry(t, GOOD_REG.replace('calendar: {label: 0}', '"Calendar View!": {label: 0}')))), 2, r'adapters\.yaml.*Calendar View!', ['out']),
-    ('generate: --train-val-split 1.5', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--train-val-split', '1.5'), 2,
-     r'train.val.split', ['out']),
-    ('generate: --train-val-split 0', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--train-val-split', '0'), 2,
-     r'train.val.split', ['out']),
-    ('generate: output directory exists', lambda w, t: ((t/'out').mkdir(), gen_args(w, t, w['experts']['calendar']))[1], 2,
-     r'out.*already exists', []),
-    # --- 02_ocr_synth / moe-router-synth
-    ('synth: output directory exists', lambda w, t: ((t/'syn').mkdir(), ['moe-router-synth', '--out', str(t/'syn'), '--per-expert', '2'])[1], 2,
-     r'syn.*already exists', []),
-    ('synth: --out missing', lambda w, t: ['moe-router-synth', '--per-expert', '2'], 2, r'--out', []),
-    # --- moe-router-upload
-    ('upload: not a routing dataset', lambda w, t: ['moe-router-upload', str(w['experts']['calendar']), '--dry-run'], 2,
-     r'calendar.*metadata\.json', []),
-    # --- 03_train_modal / moe-router-train
-    ('train: unknown --router', lambda w, t: ['moe-router-train', '--router', 'forest', '--dataset-dir', str(w['ds']), '--model', 'tiny',
-     '--out', str(t/'out')], 2, r"forest", ['out']),
-    ('train: unknown --backend', lambda w, t: ['moe-router-train', '--backend', 'slurm', '--dataset-dir', str(w['ds']), '--model', 'tiny',
-     '--out', str(t/'out')], 2, r"slurm", ['out']),
-    ('train: missing dataset directory', lambda w, t: ['moe-router-train', '--dataset-dir', str(t/'nope'), '--model', 'tiny',
-     '--out', str(t/'out')], 2, r'nope', ['out']),
-    ('train: label map differs from the registry', lambda w, t: ['moe-router-train', '--dataset-dir', str(relabel(w, t)), '--model', 'tiny',
-     '--out', str(t/'out')], 2, r"metadata\.json.*'calendar': 1.*'calendar': 0|metadata\.json.*'calendar': 0.*'calendar': 1", ['out']),
-    ('train: unknown model id', lambda w, t: ['moe-router-train', '--dataset-dir', str(w['ds']), '--model', 'no such model',
-     '--out', str(t/'out')], 2, r'no such model', ['out']),
-    # --- 04_eval_confusion / moe-router-eval
-    ('eval: missing dataset directory', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(t/'nope'),
-     '--out', str(t/'out')], 2, r'nope', ['out']),
-    ('eval: empty split', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(empty_split(w, t)),
-     '--out', str(t/'out')], 2, r'test\.jsonl.*no samples', ['out']),
-    ('eval: router labels differ from the dataset', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(relabel(w, t)),
-     '--out', str(t/'out'), '--no-baseline'], 2, r"router-head\.pt: label map \{'calendar': 0.*differs from the dataset's \{'claim-window': 0", ['out']),
-    ('eval: a test screenshot is missing', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(ds_missing_image(w, t)),
-     '--out', str(t/'out'), '--no-baseline'], 2, r"image '[^']+\.png' does not resolve to a file", ['out']),
-    ('eval: missing router checkpoint', lambda w, t: ['moe-router-eval', '--router', str(t/'router-head.pt'), '--dataset-dir', str(w['ds']),
-     '--out', str(t/'out')], 2, r'router-head\.pt', ['out']),
-    ('eval: unknown --compare file format', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', str(w['ds']),
-     '--out', str(t/'out'), '--compare', str((t/'other.json', (t/'other.json').write_text('{"hello": 1}'))[0])], 2, r'other\.json.*hello', ['out']),
-    # --- 05_stacked_infer / moe-router-infer
-    ('infer: missing adapter path', lambda w, t: infer_args(w, t, loras(w, t, calendar=str(t/'gone'))), 2, r'calendar.*gone', ['out.json']),
-    ('infer: corrupt adapter_config.json', lambda w, t: infer_args(w, t, loras(w, t, calendar=str(bad_adapter(w, t, '{"base_model_name_or_path": ')))), 2,
-     r'bad-adapter/adapter_config\.json', ['out.json']),
-    ('infer: adapter trained on a different base', lambda w, t: infer_args(w, t, loras(w, t, calendar=str(bad_adapter(w, t,
-     json.dumps({'base_model_name_or_path': 'Qwen/Qwen2-VL-2B-Instruct', 'peft_type': 'LORA'}))))), 2, r'calendar.*Qwen2-VL-2B-Instruct.*tiny|calendar.*tiny.*Qwen2-VL-2B', ['out.json']),
-    ('infer: expert without an adapter and no fallback', lambda w, t: infer_args(w, t, loras(w, t, ocr=None)), 2, r'ocr.*fallback', ['out.json']),
-    ('infer: missing image file', lambda w, t: infer_args(w, t, loras(w, t), '--image', str(t/'shot.png')), 2, r'shot\.png', ['out.json']),
-    ('infer: adapter files PEFT cannot load', lambda w, t: infer_args(w, t, loras(w, t)), 2, r'adapters/calendar.*target_modules', ['out.json']),
-    ('infer: unknown --expert', lambda w, t: infer_args(w, t, loras(w, t, calendar='base', **{'claim-window': 'base', 'provider-select': 'base'}),
-     '--expert', 'weather'), 2, r'weather', ['out.json']),
-    # --- 06_demo / moe-router-demo
-    ('demo: a real model without --backend modal', lambda w, t: ['moe-router-demo', '--out', str(t/'out'), '--model', 'Qwen/Qwen3-VL-8B-Instruct'],
-     2, r'--model Qwen/Qwen3-VL-8B-Instruct needs --backend modal', ['out']),
-    ('demo: unknown --backend', lambda w, t: ['moe-router-demo', '--out', str(t/'out'), '--backend', 'slurm'], 2, r"slurm", ['out']),
-    ('demo: --out holds something else', lambda w, t: ((t/'out').mkdir(), (t/'out'/'notes.txt').write_text('mine'),
-     ['moe-router-demo', '--out', str(t/'out'), '--quick'])[2], 2, r'out: exists and is not a demo run directory', []),
+    # --- 01_datagen: moe-router-generate ------------------------------------------------------------------------
+    case('generate: malformed JSON line', gen(edit=corrupt_line(3)), r'calendar/train\.jsonl:3: invalid JSON'),
+    case('generate: a line that is not a JSON object', gen(edit=replace_line(3, '[1, 2]')),
+         r"calendar/train\.jsonl:3: field '<record>': expected a JSON object"),
+    case('generate: record missing conversations', gen(edit=drop_key('conversations', 2)), r"calendar/train\.jsonl:2: field 'conversations'"),
+    case('generate: conversations is not a list', gen(edit=edit_record(4, lambda r: r.update(conversations='hi'))),
+         r"calendar/train\.jsonl:4: field 'conversations': expected a list"),
+    case('generate: record missing its human turn', gen(edit=drop_turn('human', 2)), r"calendar/train\.jsonl:2: field 'conversations\[human\]'"),
+    case('generate: records missing their gpt answer', gen(edit=drop_turn_everywhere('gpt')),
+         r"calendar/train\.jsonl:1: field 'conversations\[gpt\]'",
+         bug=f"{EXIT0}; the record becomes a routing sample with answer=null (the contract allows null only for ocr) and "
+             "is counted nowhere (not in metadata 'skipped')"),
+    case('generate: record without an image', gen(edit=drop_key('image', 4)), r"calendar/train\.jsonl:4: field 'image': missing"),
+    case('generate: missing image files (the first few are listed)', lambda w, t: gen_args(w, t, remove_images(w, t, 3), train=6, evals=4),
+         r'calendar/train\.jsonl: \d+ sampled records point at missing image files.*line \d+: calendar/images/\S+\.png; line \d+: calendar/images/'),
+    case('generate: empty file', lambda w, t: gen_args(w, t, touch(t/'empty.jsonl')), r'empty\.jsonl.*(empty|no records)'),
+    case('generate: dataset path not found', lambda w, t: gen_args(w, t, t/'nope'), r"nope: dataset for 'calendar' not found"),
+    case('generate: fewer records than requested', gen(train=40, evals=10), r'calendar/train\.jsonl.*12 usable records, 50 requested'),
+    case('generate: --eval-samples larger than available', gen(train=4, evals=20),
+         r'calendar/train\.jsonl.*12 usable records, 24 requested \(4 train \+ 20 eval\)'),
+    case('generate: unknown adapter name', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--expert', f"bogus={w['experts']['calendar']}"),
+         r"adapters\.yaml: unknown adapter 'bogus'; known adapters: calendar, claim-window, provider-select"),
+    case('generate: --expert without NAME=', gen('--expert', 'bogus'), r"--expert 'bogus': expected NAME=PATH"),
+    case('generate: registry with duplicate labels', with_reg(GOOD_REG.replace('claim-window: {label: 1}', 'claim-window: {label: 0}')),
+         r'adapters\.yaml.*label'),
+    case('generate: registry with non-contiguous labels', with_reg(GOOD_REG.replace('ocr: {label: 3', 'ocr: {label: 7')), r'adapters\.yaml.*contiguous'),
+    case('generate: registry with an unknown key', with_reg(GOOD_REG.replace('calendar: {label: 0}', 'calendar: {label: 0, lable: 1}')),
+         r'adapters\.yaml.*lable'),
+    case('generate: registry with a name that is not a slug', with_reg(GOOD_REG.replace('calendar: {label: 0}', '"Calendar View!": {label: 0}')),
+         r'adapters\.yaml.*Calendar View!'),
+    case('generate: registry that is not valid YAML', with_reg('adapters:\n  calendar: {label: 0\n'), r'adapters\.yaml: invalid YAML.*line \d+'),
+    case('generate: registry file not found', gen('--config', 'nope.yaml'), r'nope\.yaml: registry file not found'),
+    case('generate: --train-val-split 1.5', gen('--train-val-split', '1.5'), r'--train-val-split must be between 0 and 1.*1\.5'),
+    case('generate: --train-val-split 0', gen('--train-val-split', '0'), r'--train-val-split must be between 0 and 1.*got 0'),
+    case('generate: --train-val-split 1', gen('--train-val-split', '1'), r'--train-val-split must be between 0 and 1.*got 1'),
+    case('generate: --train-samples -3', gen(train=-3), r'--train-samples must be a whole number >= 0, got -3'),
+    case('generate: --hard-pair-frac 2', gen('--ocr-samples', '2', '--hard-pair-frac', '2'), r'--hard-pair-frac must be between 0 and 1'),
+    case('generate: more OCR samples than images x templates', gen('--ocr-samples', '5000'), r'OCR samples requested but only \d+ distinct images'),
+    case('generate: output directory exists (and is left unchanged)', gen(), r'out: output directory already exists', outputs=(),
+         pre=previous('out/metadata.json')),
+    case('generate: output path is a file', gen(), r'out: output directory already exists', outputs=(), pre=previous('out', 'a file')),
+    # --- 02_ocr_synth: moe-router-synth --------------------------------------------------------------------------
+    case('synth: output directory exists (and is left unchanged)', lambda w, t: ['moe-router-synth', '--out', t/'syn', '--per-expert', '2'],
+         r'syn.*already exists', outputs=(), pre=previous('syn/calendar/train.jsonl')),
+    case('synth: --out missing', lambda w, t: ['moe-router-synth', '--per-expert', '2'], r'--out', outputs=()),
+    case('synth: --per-expert 0', lambda w, t: ['moe-router-synth', '--out', t/'syn', '--per-expert', '0'], r'per_expert must be >= 1',
+         outputs=('syn',)),
+    # --- moe-router-upload (dry run only) ------------------------------------------------------------------------
+    case('upload: a directory that is not a routing dataset', lambda w, t: ['moe-router-upload', w['experts']['calendar'], '--dry-run'],
+         r'calendar: not a routing dataset \(no metadata\.json', outputs=()),
+    case('upload: a directory that does not exist', lambda w, t: ['moe-router-upload', t/'nope', '--dry-run'], r'nope: not a routing dataset',
+         outputs=()),
+    # --- 03_train_modal: moe-router-train ------------------------------------------------------------------------
+    case('train: unknown --router', lambda w, t: train_args(w, t, '--router', 'forest'), r"unknown --router 'forest'; use one of head, lora"),
+    case('train: unknown --backend', lambda w, t: train_args(w, t, '--backend', 'slurm'), r"unknown --backend 'slurm'"),
+    case('train: unknown --model', lambda w, t: ['moe-router-train', '--dataset-dir', w['ds'], '--model', 'no such model', '--out', t/'out'],
+         r'no such model'),
+    case('train: unknown --pooling', lambda w, t: train_args(w, t, '--pooling', 'max'), r"unknown pooling 'max'"),
+    case('train: missing dataset directory', lambda w, t: train_args(w, t, ds=t/'nope'), r'nope'),
+    case('train: dataset without val.jsonl', lambda w, t: train_args(w, t, ds=ds_edit('val', None)(w, t)),
+         r'ds: missing \S*ds/val\.jsonl \(looked for \S*ds/train\.jsonl and \S*ds/val\.jsonl\)'),
+    case('train: empty val.jsonl', lambda w, t: train_args(w, t, ds=ds_edit('val', lambda ls: [])(w, t)), r'ds/val\.jsonl: no samples'),
+    case('train: malformed line in train.jsonl', lambda w, t: train_args(w, t, ds=ds_edit('train', corrupt_line(2))(w, t)),
+         r'ds/train\.jsonl:2: invalid JSON'),
+    case('train: a sample whose label is not the registry\'s', lambda w, t: train_args(w, t, ds=ds_edit('train', edit_record(3, lambda r: r.update(label=9)))(w, t)),
+         r"ds/train\.jsonl:3: label 9 for adapter '[\w-]+' does not match the registry's label map"),
+    case('train: label map differs from the registry', lambda w, t: train_args(w, t, ds=relabel(w, t)),
+         r"relabelled/metadata\.json: label map \{'calendar': 1, 'claim-window': 0.*differs from the registry's \{'calendar': 0, 'claim-window': 1"),
+    case('train: a training image that does not resolve (the previous checkpoint is kept)',
+         lambda w, t: train_args(w, t, ds=ds_missing_image(w, t, 'train')),
+         r"ds/train\.jsonl:\d+: \S+\.png \(looked under", outputs=(), pre=previous('out/router-head.pt', 'previous checkpoint')),
+    case('train: --epochs 0', lambda w, t: train_args(w, t, '--epochs', '0'), r'--epochs'),
+    case('train: --epochs -1', lambda w, t: train_args(w, t, '--epochs', '-1'), r'--epochs -1 must be greater than 0'),
+    case('train: --batch-size 0', lambda w, t: train_args(w, t, '--batch-size', '0'), r'--batch-size'),
+    case('train: --lr -1', lambda w, t: train_args(w, t, '--lr', '-1'), r'--lr -1 must be greater than 0'),
+    # --- 04_eval_confusion: moe-router-eval ----------------------------------------------------------------------
+    case('eval: --router missing', lambda w, t: ['moe-router-eval', '--dataset-dir', w['ds'], '--out', t/'out'], r'--router'),
+    case('eval: missing dataset directory', lambda w, t: eval_args(w, t, ds=t/'nope'), r'nope: routing dataset directory not found'),
+    case('eval: empty split (earlier results are kept)', lambda w, t: eval_args(w, t, ds=empty_split(w, t)),
+         r'test\.jsonl.*no samples', outputs=(), pre=previous('out/router-eval.json')),
+    case('eval: unknown --split', lambda w, t: eval_args(w, t, '--split', 'bogus'), r"unknown split 'bogus'"),
+    case('eval: router labels differ from the dataset', lambda w, t: eval_args(w, t, ds=relabel(w, t)),
+         r"router-head\.pt: label map \{'calendar': 0.*differs from the dataset's \{'claim-window': 0"),
+    case('eval: dataset label map differs from --registry', lambda w, t: eval_args(w, t, '--registry', registry(t, SWAPPED_REG)),
+         r"routing/metadata\.json: label map \{'calendar': 0.*differs from the registry's \{'claim-window': 0"),
+    case('eval: a test screenshot is missing', lambda w, t: eval_args(w, t, ds=ds_missing_image(w, t)),
+         r"image '[^']+\.png' does not resolve to a file"),
+    case('eval: missing router checkpoint', lambda w, t: eval_args(w, t, router=t/'router-head.pt'), r'router-head\.pt'),
+    case('eval: truncated router-head.pt', lambda w, t: eval_args(w, t, router=truncated_head(w, t)),
+         r'router-head\.pt: cannot read router head checkpoint, the file is corrupt or truncated'),
+    case('eval: a directory that is not a router', lambda w, t: eval_args(w, t, router=(t/'x').mkdir() or t/'x'), r'x: not a router checkpoint'),
+    case('eval: router LoRA with a corrupt adapter_config.json', lambda w, t: eval_args(w, t, router=router_lora(w, t, '{"base_model')),
+         r'router-lora/final/adapter_config\.json',
+         bug=f"{TRACEBACK} (json.JSONDecodeError inside PeftModel.from_pretrained, from train.load_lora_router)"),
+    case('eval: router LoRA without adapter_config.json', lambda w, t: eval_args(w, t, router=router_lora(w, t, None)),
+         r'router-lora/final.*adapter_config\.json',
+         bug=f"{TRACEBACK} (ValueError: Can't find 'adapter_config.json' from peft, via train.load_lora_router)"),
+    case('eval: router LoRA whose router.json lacks base_model_id', lambda w, t: eval_args(w, t, router=router_lora(w, t, '{}', info={'labels': ['calendar']})),
+         r'router-lora/final/router\.json.*base_model_id',
+         bug=f"{TRACEBACK} (KeyError: 'base_model_id' in train.load_lora_router when no backbone is passed)"),
+    case('eval: unknown --compare file format', lambda w, t: eval_args(w, t, '--compare', touch(t/'other.json', '{"hello": 1}')), r'other\.json.*hello'),
+    case('eval: --compare file with invalid JSON', lambda w, t: eval_args(w, t, '--compare', touch(t/'other.json', '{"accuracy": 0.5, \n')),
+         r'other\.json: invalid JSON .*line 2'),
+    case('eval: --compare JSONL with a bad line', lambda w, t: eval_args(w, t, '--compare',
+         touch(t/'other.jsonl', '{"expected": "calendar", "predicted": "ocr", "correct": false}\n{"expected": \n')), r'other\.jsonl:2: invalid JSON'),
+    case('eval: --compare file not found', lambda w, t: eval_args(w, t, '--compare', t/'other.json'), r'other\.json: evaluation file not found'),
+    case('eval: --target-accuracy 2', lambda w, t: eval_args(w, t, '--target-accuracy', '2'), r'--target-accuracy',
+         bug=f"{EXIT0}; an accuracy target above 1 cannot be met, and the full report is written"),
+    # --- 05_stacked_infer: moe-router-infer ----------------------------------------------------------------------
+    case('infer: neither --prompt nor --dataset-dir', lambda w, t: ['moe-router-infer', '--model', 'tiny', '--router', w['head']],
+         r'give --prompt', outputs=()),
+    case('infer: loras.json not found', lambda w, t: infer_args(w, t, t/'loras.json'), r'loras\.json: loras file not found', outputs=('out.json',)),
+    case('infer: loras.json with invalid JSON', lambda w, t: infer_args(w, t, touch(t/'loras.json', '{"calendar": "base",\n')),
+         r'loras\.json:2: invalid JSON', outputs=('out.json',)),
+    case('infer: missing adapter path', lambda w, t: infer_args(w, t, loras(w, t, calendar=str(t/'gone'))), r'calendar.*gone', outputs=('out.json',)),
+    case('infer: corrupt adapter_config.json', lambda w, t: infer_args(w, t, loras(w, t, calendar=str(bad_adapter(w, t, '{"base_model_name_or_path": ')))),
+         r'bad-adapter/adapter_config\.json', outputs=('out.json',)),
+    case('infer: adapter trained on a different base', lambda w, t: infer_args(w, t, loras(w, t, calendar=str(bad_adapter(w, t,
+         json.dumps({'base_model_name_or_path': 'Qwen/Qwen2-VL-2B-Instruct', 'peft_type': 'LORA'}))))),
+         r'calendar.*Qwen2-VL-2B-Instruct.*tiny|calendar.*tiny.*Qwen2-VL-2B', outputs=('out.json',)),
+    case('infer: adapter files PEFT cannot load', lambda w, t: infer_args(w, t, loras(w, t)), r'adapters/calendar.*target_modules', outputs=('out.json',)),
+    case('infer: expert without an adapter and no fallback', lambda w, t: infer_args(w, t, loras(w, t, ocr=None)), r'ocr.*fallback', outputs=('out.json',)),
+    case('infer: --fallback that is not an adapter', lambda w, t: infer_args(w, t, base_loras(w, t), '--threshold', '0.5', '--fallback', 'weather'),
+         r"fallback 'weather' is not a loaded adapter", outputs=('out.json',)),
+    case('infer: --threshold without a fallback', lambda w, t: infer_args(w, t, base_loras(w, t), '--threshold', '0.9'),
+         r'threshold 0\.9 needs a fallback', outputs=('out.json',)),
+    case('infer: unknown --expert', lambda w, t: infer_args(w, t, base_loras(w, t), '--expert', 'weather'), r'weather', outputs=('out.json',)),
+    case('infer: missing image file', lambda w, t: infer_args(w, t, loras(w, t), '--image', t/'shot.png'), r'shot\.png: image file not found',
+         outputs=('out.json',)),
+    case('infer: an image file that is not an image', lambda w, t: infer_args(w, t, base_loras(w, t), '--image', touch(t/'shot.png', 'not a png')),
+         r'cannot read image \S*shot\.png', outputs=('out.json',)),
+    case('infer: truncated router-head.pt', lambda w, t: infer_args(w, t, base_loras(w, t), router=truncated_head(w, t)),
+         r'router-head\.pt: cannot read router head checkpoint', outputs=('out.json',)),
+    case('infer: router LoRA with a corrupt adapter_config.json', lambda w, t: infer_args(w, t, base_loras(w, t), router=router_lora(w, t, '{"base_model')),
+         r'router-lora/final/adapter_config\.json', outputs=('out.json',),
+         bug=f"{TRACEBACK} (json.JSONDecodeError inside PeftModel.from_pretrained: validate_stack checks the task adapters but not the router LoRA)"),
+    case('infer: missing --dataset-dir', lambda w, t: ['moe-router-infer', '--model', 'tiny', '--loras', base_loras(w, t), '--router', w['head'],
+         '--dataset-dir', t/'nope', '--json-out', t/'out.json'], r'nope: routing dataset directory not found', outputs=('out.json',)),
+    case('infer: --threshold 1.5', lambda w, t: infer_args(w, t, base_loras(w, t), '--threshold', '1.5', '--fallback', 'base'), r'--threshold',
+         outputs=('out.json',)),
+    case('infer: --max-samples -1', lambda w, t: ['moe-router-infer', '--model', 'tiny', '--loras', base_loras(w, t), '--router', w['head'],
+         '--dataset-dir', w['ds'], '--max-samples', '-1', '--json-out', t/'out.json'], r'--max-samples', outputs=('out.json',)),
+    case('infer: --max-new-tokens -5', lambda w, t: infer_args(w, t, base_loras(w, t), '--max-new-tokens', '-5'), r'--max-new-tokens',
+         outputs=('out.json',)),
 ]
-if not os.environ.get('MODAL_TOKEN_ID'):  # without credentials the modal backend must stop before writing anything
-    CASES.append(('demo: --backend modal without Modal credentials', lambda w, t: ['moe-router-demo', '--out', str(t/'out'), '--backend', 'modal',
-                  '--model', 'Qwen/Qwen3-VL-8B-Instruct'], 2, r'modal setup', ['out']))
 
-@pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, world, tmp_path):
-    "Exit code, a located message without a traceback, and nothing half-written"
-    name, setup, code, pattern, absent = case
+def params():
+    return [pytest.param(c, id=c[0], marks=[pytest.mark.xfail(strict=True, reason=f"BUG: {c[0]} {c[5]}")] if c[5] else [])
+            for c in CASES]
+
+def record(request, name, rc, clear, left=(), bug=None):
+    TRIED[request.node.nodeid] = dict(name=name, rc=rc, clear=clear, left=list(left), bug=bug)
+
+@pytest.mark.parametrize('case', params())
+def test_bad_input(case, world, tmp_path, run, request):
+    "Exit code 2, a located message without a traceback, and nothing half-written or changed"
+    name, setup, pattern, outputs, pre, bug = case
+    if pre: pre(tmp_path)
     argv = setup(world, tmp_path)
-    r = subprocess.run([str(BIN/argv[0]), *argv[1:]], capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
-    ok = r.returncode == code and 'Traceback' not in r.stderr
-    TRIED.append((name, r.returncode, ok))
-    assert r.returncode == code, f"{name}: exit {r.returncode}, expected {code}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-2000:]}"
+    before = snapshot(tmp_path)
+    r = run(argv, tmp_path)
+    left = left_behind(before, snapshot(tmp_path))
+    clear = (r.returncode == 2 and 'Traceback' not in r.stderr and 'error:' in r.stderr and bool(re.search(pattern, r.stderr, re.S)))
+    record(request, name, r.returncode, clear, left, bug)
+    assert r.returncode == 2, f"{name}: exit {r.returncode}, expected 2\nstdout: {r.stdout[-1500:]}\nstderr: {r.stderr[-3000:]}"
     assert 'Traceback' not in r.stderr, r.stderr
-    assert r.stderr.lstrip().startswith('error:') or 'error:' in r.stderr, r.stderr
+    assert re.search(r'(^|\n)(\S+: )?error: ', r.stderr), r.stderr
     assert re.search(pattern, r.stderr, re.S), f"{name}: message does not match {pattern!r}:\n{r.stderr}"
-    for a in absent: assert not (tmp_path/a).exists(), f"{name}: left {a} behind"
-    assert not list(tmp_path.rglob('*.partial')), f"{name}: left a .partial directory: {list(tmp_path.rglob('*.partial'))}"
+    for o in outputs: assert not (tmp_path/o).exists(), f"{name}: left {o} behind"
+    assert not left, f"{name}: files appeared, changed or vanished: {left}"
 
-def test_skip_invalid_counts_and_reports(world, tmp_path):
-    "With --skip-invalid a bad record and a missing image are skipped, counted, reported and recorded"
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input that is skipped on request, and bad requests to the endpoint and the explorer
+# ---------------------------------------------------------------------------------------------------------------
+def test_skip_invalid_counts_and_reports(world, tmp_path, run, request):
+    "With --skip-invalid a bad record and missing images are skipped, counted in metadata and reported on the console"
     cal = expert_copy(world, tmp_path, drop_key('conversations', 2))
-    r = json.loads(lines(cal/'train.jsonl')[0]); (cal/r['image']).unlink()
-    p = subprocess.run([str(BIN/'moe-router-generate'), *gen_args(world, tmp_path, cal, '--skip-invalid')[1:]],
-                       capture_output=True, text=True, env=ENV, timeout=300)
-    assert p.returncode == 0, p.stderr
-    assert re.search(r'skipped', p.stdout + p.stderr), p.stdout
-    skipped = json.loads((tmp_path/'out'/'metadata.json').read_text())['skipped']['calendar']
-    assert sum(skipped.values()) >= 2 if isinstance(skipped, dict) else skipped >= 2, skipped
+    for i in list(dict.fromkeys(json.loads(l)['image'] for l in lines(cal/'train.jsonl')[2:]))[:2]: (cal/i).unlink()
+    r = run(gen_args(world, tmp_path, cal, '--skip-invalid', train=6, evals=2), tmp_path)
+    assert r.returncode == 0, r.stderr
+    skipped = json.loads((tmp_path/'out'/'metadata.json').read_text())['skipped']
+    assert skipped['calendar']['invalid_record'] == 1 and skipped['calendar']['missing_image'] >= 1, skipped
+    assert f"skipped: {skipped['calendar']}" in r.stdout, r.stdout
+    assert not list(tmp_path.glob('*.partial'))
+    record(request, 'generate --skip-invalid: counted and reported', 0, True)
 
-def test_sigkill_mid_build_leaves_nothing_complete(world, tmp_path):
+@pytest.fixture(scope='module')
+def service(world):
+    "The endpoint's request handler around a stacked pipeline (tiny base, the head router, every expert = the base)"
+    from moe_router.infer import StackedPipeline, InferenceService
+    pipe = StackedPipeline.load({n: 'base' for n in world['router_info']['labels']}, world['head'], 'tiny', max_new_tokens=4)
+    svc = InferenceService(pipe)
+    yield svc
+    shutil.rmtree(svc.tmp, ignore_errors=True)
+
+BAD_IMAGES = [('***not base64***', 'not valid base64'), (base64.b64encode(b'not an image').decode(), 'does not decode to an image')]
+
+def test_endpoint_bad_requests_keep_serving(world, service, request):
+    "Bad base64, an undecodable image, an empty prompt, a body that is not an object and an unknown expert are 4xx replies; the next request is served"
+    served, failed = service.served, service.failed
+    bad = [*(({'prompt': 'Click day 3', 'image_b64': b}, 400, m) for b, m in BAD_IMAGES),
+           ({'prompt': '   '}, 400, "'prompt' is required"), (['not', 'a', 'dict'], 400, 'JSON object'),
+           ({'prompt': 'Click day 3', 'expert': 'weather'}, 422, "unknown expert 'weather'")]
+    for body, status, msg in bad:
+        code, reply = service.handle(body)
+        assert (code, reply.get('status')) == (status, status) and msg in reply['error'], (body, code, reply)
+    code, reply = service.handle({'prompt': 'Click December 3 in the calendar'})
+    assert code == 200 and reply['router_choice'] in world['router_info']['labels'] and reply['task_output'], reply
+    assert (service.served - served, service.failed - failed) == (1, len(bad))
+    record(request, f'endpoint: {len(bad)} bad requests answered 4xx, then served', 0, True)
+
+TEMP_BUG = ("InferenceService.infer creates its temporary .img file (tempfile.mkstemp) before decode_image raises, outside the "
+            "try/finally that unlinks it: every bad image request leaves an empty file in the server's temp directory")
+
+@pytest.mark.xfail(strict=True, reason=f"BUG: {TEMP_BUG}")
+def test_endpoint_bad_image_leaves_no_temp_file(service, request):
+    "A request whose image does not decode leaves no temporary file behind"
+    before = set(service.tmp.iterdir())
+    for b, _ in BAD_IMAGES: assert service.handle({'prompt': 'Click day 3', 'image_b64': b})[0] == 400
+    left = sorted(p.name for p in set(service.tmp.iterdir()) - before)
+    record(request, 'endpoint: bad images leave no temp file', 400, not left, left, TEMP_BUG)
+    assert not left, f"temporary files left in {service.tmp}: {left}"
+
+def test_explorer_missing_image_placeholder(world, request):
+    "A screenshot that is gone shows the placeholder in the exploration view and the HTML report"
+    from moe_router.evaluate import evaluate, report_html, explore, PLACEHOLDER
+    import numpy as np
+    samples, _ = load_split(world['ds'], 'test')
+    samples[0] = {**samples[0], 'image_path': str(world['root']/'gone.png')}
+    labels = world['router_info']['labels']
+    ev = evaluate(lambda ss: np.full((len(ss), len(labels)), 1/len(labels)), samples, labels=labels, progress=False)
+    html = report_html(ev)
+    assert PLACEHOLDER in html and html.count('data:image/jpeg;base64,') >= 1
+    explore(ev)   # builds without raising, with or without a kernel
+    record(request, 'explorer: missing screenshot -> placeholder', 0, True)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Killed mid-build, and the same seed twice
+# ---------------------------------------------------------------------------------------------------------------
+KILL_AT = {'after data.jsonl': ('write_jsonl', 1), 'after test.jsonl': ('write_jsonl', 4),
+           'after metadata.json, before the rename': ('atomic_write_json', 1)}
+PARTIAL_BUG = ("load_split (and so moe-router-upload/train/eval) accepts a `.partial` directory that holds every file: "
+               "a build killed between writing metadata.json and the rename leaves a directory that looks complete")
+
+@pytest.mark.parametrize('point', [pytest.param(p, marks=[pytest.mark.xfail(strict=True, reason=f"BUG: {PARTIAL_BUG}")] if 'metadata' in p else [])
+                                   for p in KILL_AT])
+def test_sigkill_mid_build_leaves_nothing_complete(world, tmp_path, run, request, point):
     "A build killed with SIGKILL while writing leaves no directory that looks like a dataset, and a rerun succeeds"
-    slow = ("import sys, time, moe_router.datagen as g\n"
-            "orig = g.write_jsonl\n"
-            "def slow(*a, **k):\n    r = orig(*a, **k); print('wrote', a[0], flush=True); time.sleep(30); return r\n"
-            "g.write_jsonl = slow\n"
-            f"g.build_routing_dataset({ {n: str(d) for n, d in world['experts'].items()}!r}, "
-            f"{str(tmp_path/'out')!r}, train_samples=4, eval_samples=2, log=None)\n")
-    p = subprocess.Popen([sys.executable, '-c', slow], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    first = p.stdout.readline()                  # the first split file is written; the build is mid-way
-    assert first.startswith('wrote'), p.stderr.read()
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    fn, nth = KILL_AT[point]
+    child = ("import sys, time, moe_router.datagen as g\n"
+             f"orig, n = g.{fn}, [0]\n"
+             "def slow(*a, **k):\n"
+             f"    r = orig(*a, **k); n[0] += 1\n    if n[0] == {nth}: print('wrote', a[0], flush=True); time.sleep(120)\n    return r\n"
+             f"g.{fn} = slow\n"
+             f"g.build_routing_dataset({ {n: str(d) for n, d in world['experts'].items()}!r}, "
+             f"{str(tmp_path/'out')!r}, train_samples=4, eval_samples=2, log=None)\n")
+    p = subprocess.Popen([sys.executable, '-c', child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        first = p.stdout.readline()                 # the build is mid-way: that file is written, the rest is not
+        assert first.startswith('wrote'), p.stderr.read()
+    finally:
+        os.kill(p.pid, signal.SIGKILL); p.wait()
     assert p.returncode == -signal.SIGKILL
     assert not (tmp_path/'out').exists(), 'a killed build left the final dataset directory'
-    for d in tmp_path.glob('out*'):              # what is left is the .partial directory, and the loader refuses it
-        assert d.name.endswith('.partial') and not (d/'metadata.json').exists()
-        with pytest.raises(DatasetError, match='metadata.json'): load_split(d, 'train')
-    r = subprocess.run([str(BIN/'moe-router-generate'), *gen_args(world, tmp_path, world['experts']['calendar'])[1:]],
-                       capture_output=True, text=True, env=ENV, timeout=300)
+    leftovers = [d for d in tmp_path.iterdir()]
+    assert all(d.name == 'out.partial' for d in leftovers), leftovers
+    complete = []
+    for d in leftovers:                             # what is left is the .partial directory, and nothing may accept it
+        try: load_split(d, 'train'); complete.append(d.name)
+        except DatasetError: pass
+        u = run(['moe-router-upload', d, '--dry-run'], tmp_path)
+        if u.returncode == 0: complete.append(f'{d.name} (moe-router-upload)')
+    record(request, f'SIGKILL {point}', p.returncode, not complete, complete, PARTIAL_BUG if 'metadata' in point else None)
+    assert not complete, f"a killed build left a directory that loads as a dataset: {complete}"
+    r = run(gen_args(world, tmp_path, world['experts']['calendar']), tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path/'out'/'metadata.json').is_file() and not list(tmp_path.glob('*.partial'))
-    TRIED.append(('SIGKILL mid-build', p.returncode, True))
 
-def test_same_seed_byte_identical(world, tmp_path):
-    "Two builds with the same seed write byte-identical split files; metadata differs only in its timestamps"
-    outs = []
-    for i in range(2):
-        out = tmp_path/f'run{i}'
-        argv = gen_args(world, tmp_path, world['experts']['calendar'], '--seed', '7', '--ocr-samples', '4', out=f'run{i}')
-        r = subprocess.run([str(BIN/argv[0]), *argv[1:]], capture_output=True, text=True, env=ENV, timeout=300)
+def test_same_seed_byte_identical(world, tmp_path, run, request):
+    "Two builds with the same seed write byte-identical split files; metadata differs only in its time and place"
+    def build(name, seed):
+        r = run(gen_args(world, tmp_path, world['experts']['calendar'], '--seed', str(seed), '--ocr-samples', '4', out=name), tmp_path)
         assert r.returncode == 0, r.stderr
-        outs.append(out)
-    for f in ('data.jsonl', 'train.jsonl', 'val.jsonl', 'test.jsonl'):
-        assert (outs[0]/f).read_bytes() == (outs[1]/f).read_bytes(), f
-    m0, m1 = (json.loads((o/'metadata.json').read_text()) for o in outs)
-    assert {k for k in m0 if m0[k] != m1.get(k)} == {'created_at', 'dataset_dir'}
-    TRIED.append(('same seed, byte-identical', 0, True))
+        return tmp_path/name
+    a, b, c = build('run0', 7), build('run1', 7), build('other-seed', 8)
+    files = ('data.jsonl', 'train.jsonl', 'val.jsonl', 'test.jsonl')
+    for f in files: assert (a/f).read_bytes() == (b/f).read_bytes(), f
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()) == sorted([*files, 'metadata.json'])
+    m0, m1 = (json.loads((o/'metadata.json').read_text()) for o in (a, b))
+    assert m0.keys() == m1.keys()
+    assert {k for k in m0 if m0[k] != m1[k]} == {'created_at', 'dataset_dir'}
+    assert (a/'train.jsonl').read_bytes() != (c/'train.jsonl').read_bytes()   # the comparison can fail: another seed differs
+    record(request, 'same seed twice: byte-identical', 0, True)
 
-def test_zz_summary(capsys):
-    "How many bad inputs were tried, and that none left half-written output"
-    if not TRIED: pytest.skip('the sweep did not run (a subset of tests was selected)')
-    n, ok = len(TRIED), sum(o for *_, o in TRIED)
-    with capsys.disabled():
-        print(f"\nbad-input sweep: {n} cases tried, {ok} exited as expected with a located message, "
-              f"{n-ok} failed; no case left a half-written output behind")
-    assert ok == n, [name for name, _, o in TRIED if not o]
+# ---------------------------------------------------------------------------------------------------------------
+# The summary
+# ---------------------------------------------------------------------------------------------------------------
+def test_zz_summary(world, request, capsys):
+    "How many bad inputs were tried, that each ran, and that none left half-written output"
+    mod = request.node.module.__name__
+    selected = [i.nodeid for i in request.session.items if i.module.__name__ == mod and i.nodeid != request.node.nodeid]
+    if not selected: pytest.skip('no sweep test was selected')
+    assert sorted(TRIED) == sorted(selected), f"cases that did not run to the end: {sorted(set(selected) - set(TRIED))}"
+    known = {k: v for k, v in TRIED.items() if v['bug']}
+    good = {k: v for k, v in TRIED.items() if not v['bug']}
+    bad_good = [v['name'] for v in good.values() if not v['clear'] or v['left']]
+    half = [v['name'] for v in good.values() if v['left']]
+    lines_ = [f"bad-input sweep: {len(TRIED)} cases tried; {sum(v['clear'] for v in good.values())} exited non-zero with a clear "
+              f"message (or behaved as specified) and {len(half)} of them left half-written output; "
+              f"{len(known)} known bugs marked xfail:"]
+    lines_ += [f"  xfail: {v['name']} (exit {v['rc']}{'; left ' + ', '.join(v['left'][:3]) if v['left'] else ''})" for v in known.values()]
+    with capsys.disabled(): print('\n' + '\n'.join(lines_))
+    assert not bad_good, bad_good
+    assert snapshot(world['root']) == world['snapshot'], 'a case modified the shared fixtures'
