@@ -14,6 +14,7 @@ sources grow 10x; the same seed gives byte-identical output.
 """
 import argparse, json, os, random, resource, shutil, subprocess, sys, time
 from pathlib import Path
+from moe_router.synth import tool_call
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE/'out'
@@ -48,7 +49,7 @@ def make_sources(root:Path, n:int)->dict:
                 rid = f'{e}_{i:07d}'
                 text = rng.choice(tpl).format(m=rng.choice(MONTHS), d=rng.randint(1, 28), n=rng.choice(NAMES))
                 x, y = rng.randint(0, 999), rng.randint(0, 999)
-                gpt = '\n<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [%d, %d]}}\n</tool_call>' % (x, y)
+                gpt = tool_call('left_click', [x, y], lead='\n')
                 rec = {'id': rid, 'image': f'images/{rid}.png',
                        'conversations': [{'from': 'system', 'value': SYSTEM}, {'from': 'human', 'value': '<image>\n'+text},
                                          {'from': 'gpt', 'value': gpt}],

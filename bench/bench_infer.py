@@ -18,7 +18,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TOKENIZERS_
 warnings.filterwarnings('ignore')
 import torch
 from peft import PeftModel, get_peft_model
-from moe_router import train, synth, datagen
+from moe_router import backbone, routers, experts, synth, datagen
 from moe_router.datagen import load_split
 from moe_router.infer import StackedPipeline, AdapterSwitch
 
@@ -39,17 +39,17 @@ def med(f, n:int, warmup:int=1)->float:
 
 def setup(tmp:Path):
     "Tiny backbone, synthetic experts, routing dataset, router head, 3 task LoRAs of train_task_lora's shape"
-    model, proc = train.load_backbone('tiny')
+    model, proc = backbone.load_backbone('tiny')
     dirs = synth.make_synthetic_experts(tmp/'synth', per_expert=32, seed=0, test_per_expert=8)
     ds = datagen.build_routing_dataset(dict(dirs), tmp/'routing', train_samples=16, eval_samples=8, ocr_samples=8, log=None)
-    head = train.train_head(ds, out=tmp/'head', backbone=(model, proc), epochs=5, log=None, progress=False)['path']
+    head = routers.train_head(ds, out=tmp/'head', backbone=(model, proc), epochs=5, log=None, progress=False)['path']
     loras = {}
     for i, e in enumerate(EXPERTS):  # untrained but non-zero LoRAs: the same size and compute as trained ones
         torch.manual_seed(i)
-        pm = get_peft_model(copy.deepcopy(model), train.lora_config(r=8, alpha=16, dropout=0.0))
+        pm = get_peft_model(copy.deepcopy(model), routers.lora_config(r=8, alpha=16, dropout=0.0))
         for n, p in pm.named_parameters():
             if 'lora_B' in n: torch.nn.init.normal_(p, std=0.02)
-        with train.quiet_hf(): pm.save_pretrained(tmp/'tasks'/e/'final')
+        with backbone.quiet_hf(): pm.save_pretrained(tmp/'tasks'/e/'final')
         loras[e] = str(tmp/'tasks'/e)
     test, _ = load_split(ds, 'test')
     per = {e: [s for s in test if s['adapter'] == e] for e in EXPERTS}
@@ -58,8 +58,8 @@ def setup(tmp:Path):
 
 def reload_expert(name:str, loras:dict):
     "The seed's way of choosing an expert: a fresh base from disk, then the LoRA"
-    m, p = train.load_backbone('tiny')
-    with train.quiet_hf(): pm = PeftModel.from_pretrained(m, str(Path(loras[name])/'final'), adapter_name=name)
+    m, p = backbone.load_backbone('tiny')
+    with backbone.quiet_hf(): pm = PeftModel.from_pretrained(m, str(Path(loras[name])/'final'), adapter_name=name)
     return pm.eval(), p
 
 def reload_request(pipe, req, loras):
@@ -69,7 +69,7 @@ def reload_request(pipe, req, loras):
     t1 = time.perf_counter()
     pm, p = reload_expert(target if target in loras else EXPERTS[0], loras)
     t2 = time.perf_counter()
-    enc = train.encode_task(p, [req]); tok = p.tokenizer
+    enc = experts.encode_task(p, [req]); tok = p.tokenizer
     with torch.no_grad():
         pm.generate(**enc, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -89,8 +89,8 @@ def qwen3vl_8b_structure(n_adapters:int=3):
                            deepstack_visual_indexes=[8, 16, 24]))
     with torch.device('meta'): m = Qwen3VLForConditionalGeneration(cfg)
     n_params = sum(p.numel() for p in m.parameters())
-    pm = get_peft_model(m, train.lora_config(r=16, alpha=32, dropout=0.0), adapter_name=EXPERTS[0])
-    for e in EXPERTS[1:n_adapters]: pm.add_adapter(e, train.lora_config(r=16, alpha=32, dropout=0.0))
+    pm = get_peft_model(m, routers.lora_config(r=16, alpha=32, dropout=0.0), adapter_name=EXPERTS[0])
+    for e in EXPERTS[1:n_adapters]: pm.add_adapter(e, routers.lora_config(r=16, alpha=32, dropout=0.0))
     lora_params = sum(p.numel() for n, p in pm.named_parameters() if f'.{EXPERTS[0]}.' in n)
     return pm, n_params, lora_params
 

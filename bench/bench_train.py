@@ -1,4 +1,4 @@
-"""Benchmarks for moe_router.train on the tiny backbone (CPU).
+"""Benchmarks for moe_router.routers on the tiny backbone (CPU).
 
 1. Router-head training on cached features vs recomputing the frozen base forward at every step
    (same batches, same number of steps, same evaluation schedule). Goal: cached >= 10x faster.
@@ -17,8 +17,10 @@ import numpy as np, torch
 import torch.nn.functional as F
 from moe_router import synth, datagen
 from moe_router.config import load_registry
-from moe_router.train import (load_backbone, load_routing, pooled_features, RouterHead, fit_head, _eval_head,
-                              train_router_lora, load_router, encode_router, score_names, generate_names, with_text_only)
+from moe_router.backbone import load_backbone, encode_router
+from moe_router.datagen import read_routing
+from moe_router.routers import (pooled_features, RouterHead, fit_head, _eval_head, train_router_lora, load_router,
+                                score_names, generate_names, with_text_only)
 
 def dataset(root):
     "A small routing dataset from the synthetic experts"
@@ -69,7 +71,7 @@ def main(steps=600, n_requests=40, threads=1):
     root = Path(tempfile.mkdtemp()); ds = dataset(root)
     reg = load_registry(); labels = reg.names
     model, proc = load_backbone('tiny')
-    tr, _ = load_routing(ds/'train.jsonl'); va, _ = load_routing(ds/'val.jsonl'); te, _ = load_routing(ds/'test.jsonl')
+    tr, va, te = (read_routing(ds/f'{s}.jsonl', load_registry(), require_images=True)[0] for s in ('train', 'val', 'test'))
     tr = with_text_only(tr)
     ytr = torch.tensor([reg.label(s['adapter']) for s in tr]); yva = torch.tensor([reg.label(s['adapter']) for s in va])
     yte = np.array([reg.label(s['adapter']) for s in te])

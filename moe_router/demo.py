@@ -7,17 +7,20 @@ Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'demo_sizes', 'stage', 'demo_data', 'demo_routers', 'demo_task_loras', 'demo_eval', 'best_router',
            'demo_infer', 'hard_pair_accuracy', 'demo_figures', 'summary_markdown', 'prepare_out', 'demo_stages',
-           'finish_demo', 'modal_credentials', 'run_demo', 'modal_demo_stages', 'modal_is_local', 'upload_run',
-           'download_eval', 'demo_stages_modal', 'demo']
+           'finish_demo', 'run_demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
-import json, shutil, sys, time
+import copy, json, shutil, sys, time
 from contextlib import contextmanager
 from pathlib import Path
-from fastcore.script import call_parse
 from .config import ConfigError, DatasetError, atomic_write_json, atomic_write_text, load_registry
 from .synth import make_synthetic_experts
 from .datagen import build_routing_dataset, load_split
+from .backbone import load_backbone, quiet_hf
+from .routers import train_head, train_router_lora
+from .experts import train_expert_loras, peft_generate
+from .evaluate import run_eval, expert_domain_accuracy, end_to_end, cost_figure
+from .infer import StackedPipeline, run_dataset, dataset_report
 
 # %% ../nbs/06_demo.ipynb #61d33de6
 SCALES = dict(
@@ -82,7 +85,6 @@ def demo_routers(ds:Path,        # routing dataset directory
                  progress:bool=True, # progress bars
                 )->dict:         # `{'head': result, 'lora': result}` of the two training functions
     "Stage 3: train the router head and the router LoRA on the routing dataset"
-    from moe_router.train import train_head, train_router_lora
     head = train_head(ds, out/'router-head', backbone=backbone, lr=1e-3, epochs=sizes['head_epochs'], patience=3,
                       seed=seed, log=None, progress=progress)
     lora = train_router_lora(ds, out/'router-lora', backbone=backbone, r=8, alpha=16, lr=2e-3, max_steps=sizes['lora_steps'],
@@ -97,7 +99,6 @@ def demo_task_loras(experts:dict,   # `{expert: dataset dir}`
                     progress:bool=True, # progress bar
                    )->dict:         # `{expert: LoRA dir}`
     "Stage 4: a short task LoRA per expert"
-    from moe_router.evaluate import train_expert_loras
     return train_expert_loras(experts, out/'task', backbone=backbone, max_steps=sizes['task_steps'], lr=sizes['task_lr'], seed=seed,
                               progress=progress)
 
@@ -110,7 +111,6 @@ def demo_eval(ds:Path,          # routing dataset directory
               progress:bool=True, # progress bars
              )->dict:           # `run_eval`'s result plus `costm` and `e2e`
     "Stage 5: evaluate both routers and the text baseline, and measure the misroute cost"
-    from moe_router.evaluate import run_eval, peft_generate, expert_domain_accuracy, end_to_end, cost_figure
     res = run_eval(routers['head']['path'], ds, 'test', out/'eval', others=[routers['lora']['path']], progress=progress)
     test = load_split(ds, 'test')[0]
     costm = expert_domain_accuracy(peft_generate(task_loras, max_new_tokens=sizes['max_new_tokens']), test,
@@ -136,7 +136,6 @@ def demo_infer(ds:Path,          # routing dataset directory
                progress:bool=True, # progress bar
               )->dict:           # `run_dataset`'s metrics
     "Stage 6: route and answer the test split through the stacked pipeline"
-    from moe_router.infer import StackedPipeline, run_dataset
     pipe = StackedPipeline.load({**task_loras, 'ocr': 'base'}, router, backbone=backbone, max_new_tokens=sizes['max_new_tokens'])
     m = run_dataset(pipe, ds, 'test', max_samples=sizes['infer_samples'], progress=progress)
     (out/'infer').mkdir(exist_ok=True)
@@ -217,9 +216,6 @@ def demo_stages(experts:dict,  # `{expert: dataset dir}`
                 progress:bool=True, # progress bars
                )->dict:        # the run's figures (see `demo_figures`)
     "Stages 3–6 on one loaded backbone: routers, task LoRAs, evaluation, stacked inference"
-    import copy
-    from moe_router.train import load_backbone, quiet_hf
-    from moe_router.infer import dataset_report
     quiet_hf(); times = {} if times is None else times
     backbone = load_backbone(model)
     with stage(3, times, log):
@@ -257,112 +253,19 @@ def finish_demo(out:Path,     # the run directory
     return res
 
 # %% ../nbs/06_demo.ipynb #f4320297
-def modal_credentials()->bool:
-    "True if Modal has a token, from `modal setup` or `MODAL_TOKEN_ID`/`MODAL_TOKEN_SECRET`"
-    from modal.config import config
-    return bool(config.get('token_id') and config.get('token_secret'))
-
 def run_demo(out:str|Path='runs/demo', # run directory
              seed:int=0,               # seed of every stage
              scale:str='full',         # 'full' or 'quick'
-             model:str='tiny',         # backbone: 'tiny' or a Hugging Face id (with `backend='modal'`)
-             backend:str='local',      # 'local' or 'modal'
+             model:str='tiny',         # backbone: 'tiny' or a Hugging Face id (with `stages=cloud.demo_stages_modal`)
              progress:bool=True,       # progress bars
              log=print,                # where stage headers and results go; None for silence
+             stages=None,              # stages 3–6: `demo_stages` (here) by default, or `cloud.demo_stages_modal`
              **sizes,                  # override any of `demo_sizes`
             )->dict:                   # figures, stage times and paths of the run
     "Run the whole pipeline: data, routers, task LoRAs, evaluation, stacked inference, summary"
-    if backend not in ('local', 'modal'): raise ConfigError(f"unknown --backend {backend!r}; use local or modal")
-    if backend == 'local' and model != 'tiny':
-        raise ConfigError(f"--model {model} needs --backend modal; on this machine the demo runs the tiny backbone")
-    if backend == 'modal' and not modal_credentials():
-        raise ConfigError("--backend modal needs Modal credentials: run `modal setup` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
     sizes, t0, times, log = demo_sizes(scale, **sizes), time.perf_counter(), {}, log or (lambda *a, **k: None)
     out = prepare_out(out, log)
     experts, ds = demo_data(out, sizes, seed, times, log, progress)
-    if backend == 'modal': figures = demo_stages_modal(experts, ds, out, sizes, seed, model, times, log)
-    else: figures = demo_stages(experts, ds, out, sizes, seed, model, times, log, progress)
+    if stages is None: figures = demo_stages(experts, ds, out, sizes, seed, model, times, log, progress)
+    else: figures = stages(experts, ds, out, sizes, seed, model, times, log)
     return finish_demo(out, figures, times, seed, t0, log)
-
-# %% ../nbs/06_demo.ipynb #f1dd2832
-from .cloud import app, image, data_vol, out_vol, VOLUMES, GPU
-from .train import on_app, commit_volumes
-
-@on_app('demo_stages', gpu=GPU, image=image, volumes=VOLUMES, timeout=6*3600)
-def modal_demo_stages(run:str,       # run name: data under `{data_root}/{run}`, results under `{out_root}/{run}`
-                      experts:list,  # expert names
-                      sizes:dict,    # from `demo_sizes`
-                      seed:int=0,    # seed
-                      model:str=None,# base model id
-                      data_root:str='/datasets', # where the data volume is mounted
-                      out_root:str='/output',    # where the output volume is mounted
-                     )->dict:        # `{'figures':..., 'times':...}`
-    "Modal GPU: stages 3–6 of the demo on the volumes"
-    if not modal_is_local(): data_vol.reload()
-    data, out, times = Path(data_root)/run, Path(out_root)/run, {}
-    out.mkdir(parents=True, exist_ok=True)
-    figures = demo_stages({n: data/n for n in experts}, data/'routing', out, sizes, seed, model, times, progress=False)
-    commit_volumes(out_vol)
-    return dict(figures=figures, times=times)
-
-def modal_is_local()->bool:
-    "True outside a Modal container"
-    import modal; return modal.is_local()
-
-# %% ../nbs/06_demo.ipynb #e50e376d
-def upload_run(experts:dict, # `{expert: dataset dir}`
-               ds:Path,      # routing dataset directory
-               run:str,      # run name on the volume
-               vol=None,     # the data volume (default `cloud.data_vol`)
-              )->list:       # remote directories written
-    "Upload the experts' datasets and the routing dataset to `/{run}/` on the data volume"
-    vol = vol or data_vol
-    dirs = {**{n: Path(d) for n, d in experts.items()}, 'routing': Path(ds)}
-    with vol.batch_upload(force=True) as b:
-        for n, d in dirs.items(): b.put_directory(str(d), f'/{run}/{n}')
-    return [f'/{run}/{n}' for n in dirs]
-
-def download_eval(run:str,   # run name on the output volume
-                  out:Path,  # local run directory
-                  vol=None,  # the output volume (default `cloud.out_vol`)
-                 )->list:    # local files written
-    "Copy `/{run}/eval/*` from the output volume into `out/eval`"
-    vol, got = vol or out_vol, []
-    (out/'eval').mkdir(parents=True, exist_ok=True)
-    for e in vol.listdir(f'/{run}/eval'):
-        dst = out/'eval'/Path(e.path).name
-        dst.write_bytes(b''.join(vol.read_file(e.path))); got.append(dst)
-    return got
-
-# %% ../nbs/06_demo.ipynb #843c83b3
-def demo_stages_modal(experts:dict, # `{expert: local dataset dir}`
-                      ds:Path,      # local routing dataset directory
-                      out:Path,     # local run directory
-                      sizes:dict,   # from `demo_sizes`
-                      seed:int,     # seed
-                      model:str,    # base model id, e.g. `Qwen/Qwen3-VL-8B-Instruct`
-                      times:dict,   # stage times, filled in
-                      log=print,    # progress report
-                     )->dict:       # the run's figures
-    "Stages 3–6 on Modal: upload the data, run `modal_demo_stages` on a GPU, fetch the evaluation files"
-    run = f"demo_{time.strftime('%Y%m%d_%H%M%S')}"
-    with app.run():
-        log(f"uploading to the data volume: {', '.join(upload_run(experts, ds, run))}")
-        r = modal_demo_stages.remote(run, list(experts), sizes, seed, model)
-    log(f"fetched {len(download_eval(run, out))} evaluation files from /output/{run}/eval")
-    times.update(r['times'])
-    return r['figures']
-
-# %% ../nbs/06_demo.ipynb #6c05927c
-@call_parse
-def demo(out:str='runs/demo',   # run directory (replaced if it holds an earlier demo run)
-         seed:int=0,            # seed of every stage
-         model:str='tiny',      # backbone: tiny, or a Hugging Face id with --backend modal
-         backend:str='local',   # local (this machine) or modal (GPU functions, real model)
-         quick:bool=False,      # the small scale the tests use
-         no_progress:bool=False,# no progress bars
-        ):
-    "Run the moe_router pipeline end to end: experts, routing data, routers, task LoRAs, evaluation, stacked inference"
-    try: return run_demo(out, seed, 'quick' if quick else 'full', model, backend, progress=not no_progress)
-    except (ConfigError, DatasetError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)

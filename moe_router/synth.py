@@ -12,7 +12,7 @@ __all__ = ['SYSTEM_PROMPTS', 'CAL_SIZE', 'WEEKDAYS', 'CLAIM_SIZE', 'PROVIDERS', 
            'expert_record', 'font', 'text', 'center', 'text_c', 'button', 'field', 'render_calendar', 'claim_state',
            'draw_claim_header', 'draw_procedures', 'draw_claim_footer', 'draw_dropdown', 'render_claim',
            'calendar_scene', 'claim_scene', 'provider_scene', 'expert_records', 'write_expert_dataset',
-           'make_synthetic_experts', 'ocr_prompt', 'ocr_samples', 'hard_pairs', 'synth']
+           'make_synthetic_experts', 'ocr_prompt', 'ocr_samples', 'hard_pairs']
 
 # %% ../nbs/02_ocr_synth.ipynb #bf905c23
 import calendar as _cal, json, random, sys
@@ -20,7 +20,6 @@ from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
-from fastcore.script import call_parse
 from .config import atomic_dir, write_jsonl, read_jsonl, load_registry, DatasetError, ConfigError
 
 # %% ../nbs/02_ocr_synth.ipynb #6619efdb
@@ -547,21 +546,3 @@ def hard_pairs(expert_samples:list, # expert routing samples whose screenshots t
         res.append(_ocr_sample(src, ocr_prompt(t, src.get('source_dataset'), rng), f"ocr_pair_{src['source_id']}",
                                label, adapter, pair_id=src['source_id']))
     return res
-
-# %% ../nbs/02_ocr_synth.ipynb #8cffff0e
-@call_parse
-def synth(out:str=None,          # directory to create for the expert datasets (must not exist)
-          per_expert:int=60,     # training records per expert
-          seed:int=0,            # random seed
-          test_per_expert:int=0, # test records per expert (0 writes no test.jsonl)
-         ):
-    "Write synthetic calendar, claim-window and provider-select expert datasets"
-    try:
-        if not out: raise ConfigError("--out is required: the directory to create")
-        dirs = make_synthetic_experts(out, per_expert=per_expert, seed=seed, test_per_expert=test_per_expert)
-    except (ConfigError, DatasetError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)
-    for e, p in dirs.items():
-        n_img = sum(1 for _ in (p/'images').iterdir())
-        print(f"{e:16s} {per_expert:6d} train  {test_per_expert:5d} test  {n_img:6d} images  -> {p}")
-    print(f"wrote {len(dirs)} expert datasets under {out} (seed {seed})")

@@ -38,7 +38,7 @@ TIMEOUT = 300
 WARM = r'''
 import importlib, json, os, runpy, sys, traceback
 req, rep = (int(a) for a in sys.argv[1:3])
-for m in ('moe_router.datagen', 'moe_router.synth', 'moe_router.train', 'moe_router.evaluate', 'moe_router.infer'):
+for m in ('moe_router.datagen', 'moe_router.synth', 'moe_router.routers', 'moe_router.evaluate', 'moe_router.infer', 'moe_router.cli'):
     importlib.import_module(m)
 rf, wf = os.fdopen(req, 'r'), os.fdopen(rep, 'w', buffering=1)
 for line in rf:
@@ -131,7 +131,7 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp('world')
     experts = make_synthetic_experts(d/'experts', per_expert=12, seed=0)
     ds = build_routing_dataset(experts, d/'routing', train_samples=6, eval_samples=3, ocr_samples=4, log=None)
-    from moe_router.train import train_head, load_head_checkpoint
+    from moe_router.routers import train_head, load_head_checkpoint
     head = train_head(ds, d/'head', model='tiny', epochs=2, lr=1e-3, log=None, progress=False)['path']
     ck = load_head_checkpoint(head)
     for name in ('calendar', 'claim-window', 'provider-select'):
@@ -370,10 +370,10 @@ CASES = [
     case('eval: a directory that is not a router', lambda w, t: eval_args(w, t, router=(t/'x').mkdir() or t/'x'), r'x: not a router checkpoint'),
     case('eval: router LoRA with a corrupt adapter_config.json', lambda w, t: eval_args(w, t, router=router_lora(w, t, '{"base_model')),
          r'router-lora/final/adapter_config\.json',
-         bug=f"{TRACEBACK} (json.JSONDecodeError inside PeftModel.from_pretrained, from train.load_lora_router)"),
+         bug=f"{TRACEBACK} (json.JSONDecodeError inside PeftModel.from_pretrained, from routers.load_lora_router)"),
     case('eval: router LoRA without adapter_config.json', lambda w, t: eval_args(w, t, router=router_lora(w, t, None)),
          r'router-lora/final.*adapter_config\.json',
-         bug=f"{TRACEBACK} (ValueError: Can't find 'adapter_config.json' from peft, via train.load_lora_router)"),
+         bug=f"{TRACEBACK} (ValueError: Can't find 'adapter_config.json' from peft, via routers.load_lora_router)"),
     case('eval: router LoRA whose router.json lacks base_model_id', lambda w, t: eval_args(w, t, router=router_lora(w, t, '{}', info={'labels': ['calendar']})),
          r'router-lora/final/router\.json.*base_model_id',
          bug=f"{TRACEBACK} (KeyError: 'base_model_id' in train.load_lora_router when no backbone is passed)"),
