@@ -770,7 +770,7 @@ def widget(self:Explorer):
     import ipywidgets as W
     self._head, self._pane, self._dis, self._thr, self._status = W.HTML(), W.HTML(), W.HTML(), W.HTML(), W.HTML()
     self._order = W.ToggleButtons(options=['most confident first', 'least confident first'], value='most confident first')
-    self._other = W.Dropdown(description='compare with', options=[n for n in self.evals if n != self.ev.name])
+    self._other = W.Dropdown(description='compare with', style={'description_width': 'initial'}, options=[n for n in self.evals if n != self.ev.name])
     t = self.ev.metrics['selective']['threshold']
     self._slider = W.FloatSlider(value=round(t or 0.5, 2), min=0, max=1, step=0.01, description='threshold', continuous_update=False)
     grid = W.Box([self._grid()])
