@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test demo docs bench export clean-nbs clean
+.PHONY: venv test demo docs bench export lab clean-nbs clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ docs: venv
 
 bench: venv
 	$(BIN)/python bench/run_all.py
+
+# JupyterLab on nbs/, on loopback (LAB_PORT=8888, or the next free port), printing the URL to open.
+lab: venv
+	$(BIN)/python tools/lab.py
 
 export: venv
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean

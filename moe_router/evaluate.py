@@ -9,11 +9,12 @@ __all__ = ['PLACEHOLDER', 'CSS', 'FnRouter', 'as_router', 'gold_labels', 'router
            'confusion_from_dict', 'per_class_metrics', 'calibration', 'selective_curve', 'threshold_for',
            'eval_metrics', 'RouterEval', 'evaluate', 'split_labels', 'evaluate_dir', 'fig_png', 'heatmap',
            'plot_confusion', 'confusion_figure', 'reliability_figure', 'coverage_figure', 'Table', 'top_confusions',
-           'Markdown', 'explain', 'accuracy_by', 'thumbnail_uri', 'cell_html', 'confusion_html', 'Explorer', 'explore',
-           'predictions', 'eval_json', 'read_eval', 'headline', 'report_html', 'TfidfRouter', 'compare',
-           'diff_confusion', 'diff_figure', 'agreement', 'score_outputs', 'expert_domain_accuracy', 'expected_accuracy',
-           'misroute_cost', 'end_to_end', 'costly_misroutes', 'cost_figure', 'is_eval_file', 'write_comparison',
-           'run_eval', 'confusion_text', 'summary_text']
+           'Markdown', 'explain', 'accuracy_by', 'thumbnail_uri', 'cell_html', 'confusion_html', 'check_comparable',
+           'ThumbCache', 'Explorer', 'threshold_view', 'threshold_html', 'disagreements', 'disagreements_html',
+           'cell_records', 'explore', 'predictions', 'eval_json', 'read_eval', 'headline', 'report_html', 'TfidfRouter',
+           'compare', 'diff_confusion', 'diff_figure', 'agreement', 'score_outputs', 'expert_domain_accuracy',
+           'expected_accuracy', 'misroute_cost', 'end_to_end', 'costly_misroutes', 'cost_figure', 'is_eval_file',
+           'write_comparison', 'run_eval', 'confusion_text', 'summary_text', 'saved_eval']
 
 # %% ../nbs/04_eval_confusion.ipynb #c3691217
 import base64, html, io, json, re, sys
@@ -528,13 +529,14 @@ def cell_html(ev:RouterEval,         # an evaluation
               ascending:bool=False,  # least confident first
               limit:int=50,          # at most this many rows
               thumb:int=128,         # thumbnail size
+              thumb_fn=None,         # `(path, size) -> data URI`; `thumbnail_uri` by default
              )->str:
     "One confusion cell's samples as an HTML table with thumbnails"
-    rows, esc = ev.cell(gold, pred, ascending), html.escape
+    rows, esc, tf = ev.cell(gold, pred, ascending), html.escape, thumb_fn or thumbnail_uri
     head = f"<h4 id='cell-{gold}--{pred}'>gold <b>{esc(gold)}</b> → predicted <b>{esc(pred)}</b>: {len(rows)} sample(s)" \
            + (f", showing {limit}" if len(rows) > limit else '') + '</h4>'
     if not rows: return f"<div class='mr'>{head}<p class='muted'>no samples in this cell</p></div>"
-    trs = ''.join(f"<tr><td><img src='{thumbnail_uri(r['image_path'], thumb)}' title='{esc(str(r['image_path']))}'></td>"
+    trs = ''.join(f"<tr><td><img src='{tf(r['image_path'], thumb)}' title='{esc(str(r['image_path']))}'></td>"
                   f"<td>{esc(r['text'])}<br><span class='muted'>{esc(str(r['source_id']))} · {esc(r['screenshot'])} screenshot · {esc(str(r['kind']))}</span></td>"
                   f"<td>{esc(r['gold'])}</td><td>{esc(r['pred'])}</td><td class='n'>{r['confidence']:.3f}</td>"
                   f"<td class='n'>{r['p_gold']:.3f}</td><td>{esc(r['runner_up'])}</td></tr>" for r in rows[:limit])
@@ -558,7 +560,44 @@ def confusion_html(ev:RouterEval,  # an evaluation
         body += f'<tr><th>{esc(gn)}</th>{tds}</tr>'
     return f"<div class='mr'><table><thead><tr><th>gold \\ predicted</th>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
-# %% ../nbs/04_eval_confusion.ipynb #3e6a1734
+# %% ../nbs/04_eval_confusion.ipynb #97559aa5
+def check_comparable(evals:dict,          # `{name: RouterEval}`
+                     where:dict|None=None, # `{name: file it came from}`, for messages
+                    )->dict:              # `evals`, unchanged
+    "Refuse evaluations that do not share labels and samples, naming where each came from"
+    where = where or {}
+    (n0, e0), *rest = evals.items()
+    ids0 = [s.get('source_id') for s in e0.samples]
+    for n, e in rest:
+        a, b = where.get(n0, n0), where.get(n, n)
+        if list(e.labels) != list(e0.labels):
+            raise DatasetError(f"{b}: labels {list(e.labels)} differ from {list(e0.labels)} in {a}; "
+                               "only runs with the same label map can be compared")
+        if [s.get('source_id') for s in e.samples] != ids0:
+            raise DatasetError(f"{b}: not evaluated on the same samples as {a} ({len(e.samples)} vs {len(e0.samples)}); "
+                               "evaluate both routers on one split")
+    return evals
+
+# %% ../nbs/04_eval_confusion.ipynb #7d976f6a
+class ThumbCache:
+    "Thumbnails by `(path, size)`, computed once and in parallel"
+    def __init__(self, workers:int=4): self.uris, self.workers = {}, workers # threads for decoding
+    def __call__(self, path, size:int=128)->str:
+        "The thumbnail of `path` (a `data:` URI; the placeholder if it can't be read)"
+        k = (str(path) if path else None, size)
+        if k not in self.uris: self.uris[k] = thumbnail_uri(path, size)
+        return self.uris[k]
+    def warm(self, paths:list, size:int=128):
+        "Decode the screenshots of `paths` not cached yet, in parallel"
+        todo = list(dict.fromkeys(str(p) for p in paths if p and (str(p), size) not in self.uris))
+        if len(todo) < 2: [self(p, size) for p in todo]; return self
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(self.workers) as ex:
+            for p, u in zip(todo, ex.map(lambda p: thumbnail_uri(p, size), todo)): self.uris[(p, size)] = u
+        return self
+    def __len__(self): return len(self.uris)
+
+# %% ../nbs/04_eval_confusion.ipynb #19be746e
 def _has_kernel()->bool:
     "Whether we run inside a Jupyter kernel that can drive widgets"
     try: from IPython import get_ipython
@@ -566,59 +605,190 @@ def _has_kernel()->bool:
     ip = get_ipython()
     return ip is not None and getattr(ip, 'kernel', None) is not None
 
+def _largest_misroute(ev)->tuple:
+    "The largest off-diagonal cell as `(gold, pred)` names; the first cell when there is no misroute"
+    off = [(ev.cm[g, p], g, p) for g in range(len(ev.labels)) for p in range(len(ev.labels)) if g != p and ev.cm[g, p]]
+    g, p = max(off)[1:] if off else (0, 0)
+    return ev.labels[g], ev.labels[p]
+
 class Explorer:
-    "Pick a confusion cell and see its samples: ipywidgets in a kernel, static HTML elsewhere"
-    def __init__(self, ev:RouterEval, # the evaluation to explore
-                 limit:int=50):        # rows shown per cell
-        self.ev, self.limit, self.ascending = ev, limit, False
-        off = [(ev.cm[g, p], g, p) for g in range(len(ev.labels)) for p in range(len(ev.labels)) if g != p and ev.cm[g, p]]
-        g, p = max(off)[1:] if off else (0, 0)
-        self.sel = (ev.labels[g], ev.labels[p])
+    "Pick a router and a confusion cell and see its samples: ipywidgets in a kernel, static HTML elsewhere"
+    def __init__(self, ev,                  # a `RouterEval`, or `{name: RouterEval}` evaluated on one split
+                 limit:int=50,              # rows shown per cell
+                 source:str|Path|None=None, # directory it was loaded from (exports go under it)
+                 missing:dict|None=None):   # `{router name: screenshots not found}`
+        evals = dict(ev) if isinstance(ev, dict) else {ev.name: ev}
+        if not evals: raise ConfigError("Explorer needs at least one evaluation")
+        self.evals, self.limit, self.ascending = check_comparable(evals), limit, False
+        self.source, self.missing, self.thumbs = source, dict(missing or {}), ThumbCache()
+        self.pick_router(next(iter(evals)))
+
+    def pick_router(self, name:str): # one of `self.evals`
+        "Show router `name`, starting at its largest misroute"
+        if name not in self.evals: raise ConfigError(f"unknown router {name!r}; this explorer holds {list(self.evals)}")
+        self.ev = self.evals[name]; self.sel = _largest_misroute(self.ev)
+        return self
 
     def misroutes(self)->list:
         "Non-empty off-diagonal cells as `(gold, pred)` names, largest first"
         return [(r['gold'], r['predicted']) for r in top_confusions(self.ev, n=len(self.ev.labels)**2)]
 
+    def note(self)->str:
+        "One line on the shown router, with how many screenshots are missing"
+        m, miss = self.ev.metrics, self.missing.get(self.ev.name, 0)
+        return (f"{self.ev.name}: {m['correct']}/{m['total']} routed correctly (accuracy {self.ev.accuracy:.4f})"
+                + (f"; {miss} of {m['total']} screenshots missing (shown as a grey placeholder)" if miss else ''))
+
     def static_html(self)->str:
         "The confusion map, the misroutes table and every misroute cell's samples"
-        parts = [CSS, f"<div class='mr'><h3>{html.escape(self.ev.name)}: {self.ev.metrics['correct']}/{self.ev.metrics['total']} routed correctly "
-                      f"(accuracy {self.ev.accuracy:.4f})</h3></div>", confusion_html(self.ev),
+        parts = [CSS, f"<div class='mr'><h3>{html.escape(self.note())}</h3></div>", confusion_html(self.ev),
                  f"<div class='mr'>{top_confusions(self.ev)._repr_html_()}</div>"]
-        parts += [cell_html(self.ev, g, p, limit=self.limit) for g, p in self.misroutes()]
+        parts += [cell_html(self.ev, g, p, limit=self.limit, thumb_fn=self.thumbs) for g, p in self.misroutes()]
         return ''.join(parts)
+
+    def cell_view(self, gold:str|None=None, pred:str|None=None)->str: # a cell; the selected one by default
+        "One cell's samples as HTML, sorted as `ascending` says, thumbnails from the cache"
+        gold, pred = gold or self.sel[0], pred or self.sel[1]
+        self.thumbs.warm([r['image_path'] for r in self.ev.cell(gold, pred, self.ascending)[:self.limit]])
+        return CSS + cell_html(self.ev, gold, pred, self.ascending, self.limit, thumb_fn=self.thumbs)
 
     def show(self, gold:str, pred:str, ascending:bool=False):
         "Static HTML of one cell"
         from IPython.display import HTML
-        return HTML(CSS + cell_html(self.ev, gold, pred, ascending, self.limit))
+        self.ascending = ascending
+        return HTML(self.cell_view(gold, pred))
 
     def __repr__(self): return f"Explorer({self.ev!r}; selected gold {self.sel[0]} → predicted {self.sel[1]})"
 
-# %% ../nbs/04_eval_confusion.ipynb #603109b7
+# %% ../nbs/04_eval_confusion.ipynb #434e6356
+def threshold_view(ev:RouterEval,   # an evaluation
+                   threshold:float, # route when confidence >= threshold, defer otherwise
+                  )->dict:          # `threshold`, `routed`, `deferred`, `coverage`, `accuracy` (of the routed), `fallback` (k×k)
+    "Coverage, accuracy on the routed samples, and the confusion matrix of what the fallback receives"
+    keep = ev.conf >= threshold - 1e-12
+    n, r, fb = len(keep), int(keep.sum()), np.zeros((len(ev.labels),)*2, dtype=int)
+    np.add.at(fb, (ev.gold[~keep], ev.pred[~keep]), 1)
+    return dict(threshold=float(threshold), routed=r, deferred=n - r, coverage=_r4(r/n) if n else None,
+                accuracy=_r4(ev.correct[keep].mean()) if r else None, fallback=fb)
+
+def threshold_html(ev:RouterEval,   # an evaluation
+                   threshold:float, # confidence threshold
+                  )->str:           # the numbers and the fallback's matrix as HTML
+    "What `threshold_view` says, as the explorer shows it"
+    v, esc = threshold_view(ev, threshold), html.escape
+    acc = 'no sample routed' if v['accuracy'] is None else f"accuracy on routed samples {v['accuracy']:.4f}"
+    head = ''.join(f'<th>{esc(n)}</th>' for n in ev.labels)
+    body = ''.join(f'<tr><th>{esc(g)}</th>' + ''.join(f"<td class='n {'bad' if c and i != j else ''}'>{c}</td>" for j, c in enumerate(row)) + '</tr>'
+                   for i, (g, row) in enumerate(zip(ev.labels, v['fallback'].tolist())))
+    return (f"<div class='mr mr-threshold'><p>threshold {threshold:.2f}: routes {v['routed']}/{v['routed'] + v['deferred']} "
+            f"(coverage {v['coverage']:.1%}), {acc}; the fallback receives {v['deferred']}:</p>"
+            f"<table><thead><tr><th>gold \\ router's choice</th>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+# %% ../nbs/04_eval_confusion.ipynb #918d3065
+def disagreements(a:RouterEval, # an evaluation
+                  b:RouterEval, # another router on the same split
+                 )->list:       # one dict per sample the two route differently
+    "Samples routed differently by two routers, `a`'s most confident first"
+    check_comparable({'a': a, 'b': b}, {'a': a.name, 'b': b.name})
+    idx = sorted(np.where(a.pred != b.pred)[0], key=lambda i: (-a.conf[i], i))
+    who = lambda i: a.name if a.correct[i] else b.name if b.correct[i] else 'neither'
+    return [dict(index=int(i), source_id=a.samples[i].get('source_id'), text=a.samples[i].get('text', ''),
+                 image_path=a.samples[i].get('image_path'), gold=a.labels[a.gold[i]], pred_a=a.labels[a.pred[i]],
+                 conf_a=_r4(a.conf[i]), pred_b=b.labels[b.pred[i]], conf_b=_r4(b.conf[i]), right=who(i)) for i in idx]
+
+def disagreements_html(a:RouterEval, b:RouterEval, # two routers on the same split
+                       limit:int=50,               # at most this many rows
+                       thumb_fn=None,              # `(path, size) -> data URI`; `thumbnail_uri` by default
+                      )->str:
+    "The disagreements of two routers as an HTML table with thumbnails"
+    rows, esc, tf = disagreements(a, b), html.escape, thumb_fn or thumbnail_uri
+    head = f"<h4>{esc(a.name)} and {esc(b.name)} disagree on {len(rows)} sample(s)" + (f", showing {limit}" if len(rows) > limit else '') + '</h4>'
+    trs = ''.join(f"<tr><td><img src='{tf(r['image_path'], 128)}'></td><td>{esc(r['text'])}<br><span class='muted'>{esc(str(r['source_id']))}</span></td>"
+                  f"<td>{esc(r['gold'])}</td><td class='{'ok' if r['pred_a'] == r['gold'] else 'bad'}'>{esc(r['pred_a'])} {r['conf_a']:.2f}</td>"
+                  f"<td class='{'ok' if r['pred_b'] == r['gold'] else 'bad'}'>{esc(r['pred_b'])} {r['conf_b']:.2f}</td><td>{esc(r['right'])}</td></tr>"
+                  for r in rows[:limit])
+    return (f"<div class='mr mr-disagree'>{head}<table><thead><tr><th>screenshot</th><th>instruction</th><th>gold</th><th>{esc(a.name)}</th>"
+            f"<th>{esc(b.name)}</th><th>right</th></tr></thead><tbody>{trs}</tbody></table></div>")
+
+# %% ../nbs/04_eval_confusion.ipynb #b23cf38b
+def cell_records(ev:RouterEval,       # an evaluation
+                 gold:str, pred:str,  # the confusion cell
+                )->list:              # routing records with a `routed` entry
+    "A cell's samples as routing records, with the router's view of each"
+    return [dict({k: v for k, v in ev.samples[r['index']].items() if k != 'image_path'},
+                 routed=dict(router=ev.name, predicted=r['pred'], confidence=r['confidence'], p_gold=r['p_gold'], runner_up=r['runner_up']))
+            for r in ev.cell(gold, pred)]
+
 @patch
-def widget(self:Explorer):
-    "The ipywidgets explorer"
+def export(self:Explorer, path:str|Path|None=None, # JSONL file; `SOURCE/exports/ROUTER--GOLD--PRED.jsonl` by default
+          )->Path:                                 # the file written
+    "Write the selected cell's samples as JSONL"
+    safe = re.sub(r'[^\w.-]+', '_', self.ev.name)
+    path = Path(path) if path else Path(self.source or '.')/'exports'/f"{safe}--{self.sel[0]}--{self.sel[1]}.jsonl"
+    from moe_router.config import write_jsonl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(write_jsonl(path, cell_records(self.ev, *self.sel)))
+
+# %% ../nbs/04_eval_confusion.ipynb #ffee768d
+@patch
+def _grid(self:Explorer):
+    "Buttons for the shown router's confusion cells"
     import ipywidgets as W
     ev, k = self.ev, len(self.ev.labels)
-    pane = W.HTML()
-    order = W.ToggleButtons(options=['most confident first', 'least confident first'], value='most confident first')
-    def refresh(*_):
-        self.ascending = order.value.startswith('least')
-        pane.value = CSS + cell_html(ev, *self.sel, ascending=self.ascending, limit=self.limit)
     def pick(g, p):
-        def f(_): self.sel = (ev.labels[g], ev.labels[p]); refresh()
+        def f(_): self.sel = (ev.labels[g], ev.labels[p]); self._refresh()
         return f
-    cells = [W.HTML('<b>gold \\ predicted</b>')] + [W.HTML(f'<b>{html.escape(n)}</b>') for n in ev.labels]
+    cells, self._buttons = [W.HTML('<b>gold \\ predicted</b>')] + [W.HTML(f'<b>{html.escape(n)}</b>') for n in ev.labels], {}
     for g in range(k):
         cells.append(W.HTML(f'<b>{html.escape(ev.labels[g])}</b>'))
         for p in range(k):
             n = int(ev.cm[g, p])
             b = W.Button(description=str(n), disabled=not n, tooltip=f'gold {ev.labels[g]} → predicted {ev.labels[p]}: {n}',
                          button_style=('success' if g == p else 'danger') if n else '', layout=W.Layout(width='auto'))
-            b.on_click(pick(g, p)); cells.append(b)
-    grid = W.GridBox(cells, layout=W.Layout(grid_template_columns=f'160px repeat({k}, 110px)', grid_gap='2px'))
-    order.observe(refresh, 'value'); refresh()
-    return W.VBox([W.HTML(f'<b>{html.escape(ev.name)}</b>: click a cell to see its samples'), grid, order, pane])
+            b.add_class('mr-cell'); b.on_click(pick(g, p)); cells.append(b); self._buttons[ev.labels[g], ev.labels[p]] = b
+    return W.GridBox(cells, layout=W.Layout(grid_template_columns=f'160px repeat({k}, 110px)', grid_gap='2px'))
+
+@patch
+def _refresh(self:Explorer, *_):
+    "Redraw everything that depends on the shown router and the selected cell"
+    self.ascending = self._order.value.startswith('least')
+    for sel, b in self._buttons.items(): (b.add_class if sel == self.sel else b.remove_class)('mr-selected')
+    self._head.value = (f"<style>.mr-selected{{outline:3px solid #222;outline-offset:-3px}}</style><b>{html.escape(self.note())}</b>"
+                        "<br>click a cell to see its samples")
+    self._pane.value, self._status.value = self.cell_view(), ''
+    self._dis.value = CSS + (disagreements_html(self.ev, self.evals[self._other.value], self.limit, self.thumbs)
+                             if self._other.value else "<p>Only one router: nothing to compare.</p>")
+    self._thr.value = CSS + threshold_html(self.ev, self._slider.value)
+
+# %% ../nbs/04_eval_confusion.ipynb #28f8090b
+@patch
+def widget(self:Explorer):
+    "The ipywidgets explorer: router, cells, disagreements, threshold, export"
+    import ipywidgets as W
+    self._head, self._pane, self._dis, self._thr, self._status = W.HTML(), W.HTML(), W.HTML(), W.HTML(), W.HTML()
+    self._order = W.ToggleButtons(options=['most confident first', 'least confident first'], value='most confident first')
+    self._other = W.Dropdown(description='compare with', style={'description_width': 'initial'}, options=[n for n in self.evals if n != self.ev.name])
+    t = self.ev.metrics['selective']['threshold']
+    self._slider = W.FloatSlider(value=round(t or 0.5, 2), min=0, max=1, step=0.01, description='threshold', continuous_update=False)
+    grid = W.Box([self._grid()])
+    router = W.Dropdown(description='router', options=list(self.evals), value=self.ev.name)
+    def on_router(ch):
+        self.pick_router(ch['new']); grid.children = [self._grid()]
+        self._other.unobserve(self._refresh, 'value'); self._other.options = [n for n in self.evals if n != self.ev.name]
+        self._other.observe(self._refresh, 'value'); self._refresh()
+    router.observe(on_router, 'value')
+    path = W.Text(placeholder='default: exports/ROUTER--GOLD--PRED.jsonl', layout=W.Layout(width='420px'))
+    save = W.Button(description='export cell as JSONL', icon='download', layout=W.Layout(width='auto'))
+    def on_save(_):
+        try: self._status.value = f"wrote {html.escape(str(self.export(path.value or None)))}"
+        except (OSError, ValueError) as e: self._status.value = f"<span style='color:#b00'>export failed: {html.escape(str(e))}</span>"
+    save.on_click(on_save)
+    self._order.observe(self._refresh, 'value'); self._other.observe(self._refresh, 'value'); self._slider.observe(self._refresh, 'value')
+    self._refresh()
+    tabs = W.Tab([W.VBox([grid, self._order, W.HBox([save, path, self._status]), self._pane]),
+                  W.VBox([self._other, self._dis]), W.VBox([self._slider, self._thr])])
+    for i, n in enumerate(['cells', 'disagreements', 'threshold']): tabs.set_title(i, n)
+    return W.VBox(([router] if len(self.evals) > 1 else []) + [self._head, tabs])
 
 @patch
 def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
@@ -630,8 +800,8 @@ def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
         data.update({k: v for k, v in w._repr_mimebundle_().items() if k != 'text/plain'})
     return data
 
-def explore(ev:RouterEval, # an evaluation
-            limit:int=50,  # rows shown per cell
+def explore(ev,           # a `RouterEval`, or `{name: RouterEval}` on one split
+            limit:int=50, # rows shown per cell
            )->Explorer:
     "Explore the samples behind each confusion cell (widgets in Jupyter, static HTML otherwise)"
     return Explorer(ev, limit)
@@ -1053,3 +1223,84 @@ def summary_text(res:dict, # from `run_eval`
     lines += ['', f"wrote {Path(res['paths']['json']).parent}/: " + ', '.join(sorted(Path(p).name for p in res['paths'].values())),
               '', 'confusion (rows gold, columns predicted):', confusion_text(ev)]
     return '\n'.join(lines)
+
+# %% ../nbs/04_eval_confusion.ipynb #0924a9f3
+def _saved_sample(p:dict,      # one record of `predictions`
+                  i:int,       # its index, for messages
+                  labels:list, # the evaluation's labels
+                  where:str,   # the file, for messages
+                 )->tuple:     # `(routing sample, probability row)`
+    "A routing sample and its probabilities from one saved prediction record"
+    try: row, gold = [float(p['probs'][n]) for n in labels], p['expected']
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{where}: predictions[{i}] is incomplete ({type(e).__name__}: {e}); every record needs "
+                           f"'expected' and 'probs' over {labels}; rewrite the file with moe-router-eval") from None
+    return dict(source_id=p.get('source_id'), text=p.get('text') or '', image=p.get('image'), kind=p.get('kind'), adapter=gold,
+                label=labels.index(gold) if gold in labels else None), row
+
+def _image_roots(d:dict, path:Path, roots)->list:
+    "Where a saved evaluation's screenshots may be: `roots`, the dataset's image roots and parent, the evaluation's directory"
+    rts = list(roots or [])
+    if d.get('dataset'):
+        ds = Path(d['dataset'])
+        try: rts += json.loads((ds/'metadata.json').read_text()).get('image_roots', [])
+        except (OSError, ValueError, AttributeError): pass
+        rts.append(ds.absolute().parent)
+    return rts + [path.parent, path.parent.parent]
+
+# %% ../nbs/04_eval_confusion.ipynb #970e7e01
+def saved_eval(path:str|Path,          # a `router-eval.json` written by this package
+               roots:list|None=None,   # more directories to look for screenshots under, tried first
+              )->tuple:                # `(RouterEval, number of screenshots not found)`
+    "Rebuild a `RouterEval` from a saved `router-eval.json`, and count its missing screenshots"
+    from moe_router.datagen import resolve_image
+    path = Path(path); d = _read_json_or_jsonl(path)     # not found / invalid JSON, with the path
+    if not isinstance(d, dict) or not d.get('labels') or not isinstance(d.get('predictions'), list) or not d['predictions']:
+        keys = sorted(d)[:8] if isinstance(d, dict) else type(d).__name__
+        raise DatasetError(f"{path}: no per-sample 'predictions' with 'labels' (found {keys}); the explorer needs a "
+                           "router-eval.json written by moe_router (`moe-router-eval --out DIR`)")
+    labels, where = list(d['labels']), str(path)
+    parts = [_saved_sample(p, i, labels, where) for i, p in enumerate(d['predictions'])]
+    samples, probs = [s for s, _ in parts], np.array([r for _, r in parts], float)
+    pred = [labels.index(p['predicted']) if p.get('predicted') in labels else int(probs[i].argmax()) for i, p in enumerate(d['predictions'])]
+    probs[np.arange(len(pred)), pred] += 1e-9          # the saved choice wins ties left by rounding to 4 digits
+    rts = _image_roots(d, path, roots)
+    for s in samples:
+        ip = resolve_image(s['image'], rts); s['image_path'] = str(ip) if ip else None
+    r, sel = d.get('router') or {}, d.get('selective') or {}
+    info = {k: d[k] for k in ('dataset', 'split', 'dataset_name') if d.get(k) is not None}
+    ev = RouterEval(labels, samples, probs, name=r.get('name') or path.parent.name, kind=r.get('kind'),
+                    target_accuracy=sel.get('target_accuracy', 0.95), n_bins=(d.get('calibration') or {}).get('n_bins', 10),
+                    info=dict(info, router=r.get('path'), where=where))
+    return ev, sum(s['image_path'] is None for s in samples)
+
+# %% ../nbs/04_eval_confusion.ipynb #528811c5
+def _compared(d:Path)->list:
+    "`(name, path)` of the routers `run_eval` compared on the same split, from `d/comparison.json`"
+    f = d/'comparison.json'
+    if not f.is_file(): return []
+    c = _read_json_or_jsonl(f)
+    return [(n, d/'compare'/n/'router-eval.json') for n in ((c.get('agreement') or {}) if isinstance(c, dict) else {})]
+
+@patch(cls_method=True)
+def from_dir(cls:Explorer, d:str|Path, # a `moe-router-eval --out` directory, or the demo's `eval/`
+             limit:int=50,             # rows shown per cell
+             roots:list|None=None,     # more directories to look for screenshots under
+            )->Explorer:
+    "Open a saved evaluation: the router of `router-eval.json` and the routers compared with it"
+    import warnings
+    d = Path(d); f = d/'router-eval.json'
+    if not f.is_file():
+        hint = (f"; did you mean {d/'eval'}?" if (d/'eval'/'router-eval.json').is_file() else
+                f" (it holds {sorted(p.name for p in d.iterdir())[:8]})" if d.is_dir() else ' (no such directory)')
+        raise DatasetError(f"{d}: no router-eval.json{hint}; open a `moe-router-eval --out` directory or the demo's eval/")
+    evals, where, missing = {}, {}, {}
+    for n, p in [(None, f)] + _compared(d):
+        if not p.is_file(): raise DatasetError(f"{p}: listed in {d/'comparison.json'} but missing; rerun moe-router-eval")
+        e, m = saved_eval(p, roots)
+        e.name = _unique(n or e.name, evals); evals[e.name], where[e.name], missing[e.name] = e, str(p), m
+    check_comparable(evals, where)
+    for n, m in missing.items():
+        if m: warnings.warn(f"{where[n]}: {m} of {len(evals[n].samples)} screenshots not found (looked under the dataset "
+                            f"{evals[n].info.get('dataset')} and {d}); the explorer shows a placeholder for them", stacklevel=2)
+    return cls(evals, limit, source=d, missing=missing)

@@ -1,0 +1,84 @@
+"""The confusion explorer on a large saved run (issue 14): open a 10,000-sample evaluation from its files, and
+render one confusion cell of 500 samples with thumbnails.
+
+The evaluation is synthetic: 4 labels, 10,000 samples, screenshots of the synthetic experts' sizes
+(578x426 claim forms, 225x208 calendars) written as PNG; the 500 samples of the measured cell each have their own
+screenshot, the others share 400. Figures:
+- open: `Explorer.from_dir` (read router-eval.json, rebuild the RouterEval and its metrics, find every screenshot);
+- cell, cold: the first render of the cell (every screenshot decoded, in ThumbCache's thread pool);
+- cell, warm: the same cell again, or sorted the other way (thumbnails cached);
+- cell, one thread: the cold render with plain `cell_html` (no cache, no threads), the baseline.
+Goals: open < 2 s, a cell < 300 ms. Prints a markdown table and writes bench/out/explorer.json.
+Run: .venv/bin/python bench/bench_explorer.py
+"""
+import json, statistics, tempfile, time
+from pathlib import Path
+import numpy as np
+from PIL import Image, ImageDraw
+from moe_router.evaluate import RouterEval, Explorer, cell_html, eval_json, ThumbCache
+from moe_router.config import atomic_write_json
+
+HERE = Path(__file__).resolve().parent
+N, CELL, SHARED = 10_000, 500, 400
+LABELS = ['calendar', 'claim-window', 'provider-select', 'ocr']
+SIZES = {'calendar': (225, 208), 'claim-window': (578, 426), 'provider-select': (578, 426), 'ocr': (578, 426)}
+
+def screenshot(path:Path, label:str, i:int):
+    im = Image.new('RGB', SIZES[label], (230, 240 - i % 40, 255)); d = ImageDraw.Draw(im)
+    for j in range(8): d.rectangle([10, 10 + j*24, SIZES[label][0] - 10 - (i*7 + j*13) % 90, 28 + j*24], outline='#333', fill='#fff')
+    d.text((14, 12), f'{label} {i}', fill='#000'); im.save(path)
+
+def build(root:Path)->Path:
+    "A saved evaluation of N samples: claim-window -> provider-select holds exactly CELL of them"
+    rng = np.random.default_rng(0)
+    (root/'data').mkdir(parents=True)
+    shared = []
+    for i in range(SHARED):
+        lab = LABELS[i % 4]; p = root/'data'/f'shared_{i}.png'; screenshot(p, lab, i); shared.append(p.name)
+    samples, probs = [], np.zeros((N, 4))
+    for i in range(N):
+        g = i % 4
+        in_cell = g == 1 and i // 4 < CELL
+        img = f'cell_{i}.png' if in_cell else shared[i % SHARED]
+        if in_cell: screenshot(root/'data'/img, 'claim-window', i)
+        p = rng.dirichlet(np.ones(4)*0.3); order = np.argsort(-p)
+        want = 2 if in_cell else g if rng.random() < 0.9 else (3 if g == 1 else (g + 1) % 4)
+        p[[order[0], want]] = p[[want, order[0]]]; probs[i] = p
+        samples.append(dict(text=f'request {i} for {LABELS[g]}', adapter=LABELS[g], label=g, source_id=f's{i:05d}', image=img,
+                            image_path=str(root/'data'/img), kind='expert'))
+    ev = RouterEval(LABELS, samples, probs, name='head', kind='head', info=dict(dataset=str(root/'data'/'routing'), split='test'))
+    assert ev.cm[1, 2] == CELL, ev.cm
+    out = root/'eval'; out.mkdir()
+    atomic_write_json(out/'router-eval.json', eval_json(ev))
+    return out
+
+def timed(f):
+    t0 = time.perf_counter(); r = f(); return time.perf_counter() - t0, r
+
+def main():
+    root = Path(tempfile.mkdtemp(prefix='bench-explorer-'))
+    t_build, out = timed(lambda: build(root))
+    opens = []
+    for _ in range(3):
+        t, x = timed(lambda: Explorer.from_dir(out, limit=CELL)); opens.append(t)
+    assert x.missing == {'head': 0} and len(x.ev.samples) == N
+    t_cold, h = timed(lambda: x.cell_view('claim-window', 'provider-select'))
+    assert h.count('<tr>') == CELL + 1 and h.count('data:image/jpeg') == CELL
+    warm = [timed(lambda: x.cell_view('claim-window', 'provider-select'))[0] for _ in range(5)]
+    x.ascending = True; t_flip, _ = timed(lambda: x.cell_view('claim-window', 'provider-select'))
+    t_plain, _ = timed(lambda: cell_html(x.ev, 'claim-window', 'provider-select', limit=CELL))
+    o, w = statistics.median(opens), statistics.median(warm)
+    res = dict(samples=N, cell=CELL, build_s=t_build, open_s=opens, cell_cold_s=t_cold, cell_warm_s=warm, cell_flip_s=t_flip,
+               cell_plain_s=t_plain, workers=ThumbCache().workers)
+    (HERE/'out').mkdir(exist_ok=True); (HERE/'out'/'explorer.json').write_text(json.dumps(res, indent=2))
+    print(f"\nExplorer on a saved run of {N:,} samples; one cell of {CELL} samples with 128-px thumbnails "
+          f"(synthetic data written in {t_build:.0f} s)\n")
+    print('| figure | value | baseline | ratio | goal |\n|---|---|---|---|---|')
+    print(f"| open (`Explorer.from_dir`, median of 3) | {o*1000:.0f} ms | – | {o/2:.2f} of goal | < 2 s |")
+    print(f"| cell, first render (decode {CELL} screenshots, thread pool) | {t_cold*1000:.0f} ms | {t_plain*1000:.0f} ms (plain `cell_html`, one thread) "
+          f"| {t_plain/t_cold:.1f}x faster | < 300 ms |")
+    print(f"| cell, again (cached thumbnails, median of 5) | {w*1000:.0f} ms | {t_plain*1000:.0f} ms | {t_plain/w:.0f}x faster | < 300 ms |")
+    print(f"| cell, sorted the other way (cached) | {t_flip*1000:.0f} ms | {t_plain*1000:.0f} ms | {t_plain/t_flip:.0f}x faster | < 300 ms |")
+    print(f"\nwrote {HERE/'out'/'explorer.json'}")
+
+if __name__ == '__main__': main()
