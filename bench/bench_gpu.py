@@ -135,6 +135,8 @@ class Bench:
         enc1 = bb.encode_chat(self.proc, [[{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': TEXTS[0]}]}]],
                               [screenshot(0, self.size)])
         self.enc1 = {k: v.to(self.dev) for k, v in enc1.items()}
+        from moe_router.infer import cache_len   # one static cache size for every call: one compilation per batch size
+        self.pipe.max_cache_len = cache_len(enc1['input_ids'].shape[1] + 32, NEW_TOKENS + 1)
         n_img = int((enc1['input_ids'] == self.tok.convert_tokens_to_ids('<|image_pad|>')).sum())
         where = f'cuda {torch.cuda.get_device_name()}' if self.cuda else 'CPU (1 thread)'
         self.notes += [f"{self.shapes} shapes, random weights, {where}, dtype {next(model.parameters()).dtype}; torch {torch.__version__}, "
@@ -159,9 +161,9 @@ class Bench:
 
     def decode(self):
         import torch
-        from moe_router.infer import BASE, decode_kwargs, cache_len
+        from moe_router.infer import BASE, decode_kwargs
         p, E = self.pipe, EXPERTS[0]
-        fast_kw = decode_kwargs(self.cuda, cache_len(self.enc1['input_ids'].shape[1], NEW_TOKENS + 1))
+        fast_kw = decode_kwargs(self.cuda, p.max_cache_len)
         with torch.no_grad():
             with p.activate(BASE): d_base = self.per_token()
             with p.activate(E): d_lora = self.per_token()
