@@ -9,7 +9,7 @@ __all__ = ['TINY_VERSION', 'SPECIAL_TOKENS', 'ADDED_TOKENS', 'CHAT_TEMPLATE', 'T
            'PROMPT_VERSION', 'tiny_corpus', 'build_tokenizer', 'TinyQwen3VLProcessor', 'tiny_config', 'quiet_hf',
            'backbone_fingerprint', 'cache_root', 'tiny_path', 'build_tiny', 'check_model_id', 'load_backbone',
            'router_system_prompt', 'router_messages', 'sample_image', 'encode_chat', 'answer_text', 'encode_router',
-           'greedy_generate']
+           'greedy_generate', 'vl_model', 'count_vision_calls', 'VisionCache', 'encode_chat_pixels']
 
 # %% ../nbs/03a_backbone.ipynb #51eef681
 import hashlib, json, os, re, shutil, tempfile, warnings
@@ -306,3 +306,95 @@ def greedy_generate(model,             # a (PEFT) Qwen3-VL
         res += tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
     return res
 
+
+# %% ../nbs/03a_backbone.ipynb #0e7d5947
+from transformers import Qwen3VLModel
+
+def vl_model(model, # a Qwen3-VL, or a `PeftModel` around one
+            )->Qwen3VLModel: # the module that owns `visual` and `get_image_features`
+    "The `Qwen3VLModel` inside `model`"
+    m = next((m for m in model.modules() if isinstance(m, Qwen3VLModel)), None)
+    if m is None: raise ConfigError(f"{type(model).__name__} holds no Qwen3VLModel; the vision cache needs a Qwen3-VL")
+    return m
+
+@contextmanager
+def count_vision_calls(model): # a Qwen3-VL (or a PeftModel around one)
+    "Count the vision tower's forward passes inside the block: `with count_vision_calls(m) as n: ...; n[0]`"
+    vis = vl_model(model).visual; n = [0]; orig = vis.forward
+    def counted(*a, **k): n[0] += 1; return orig(*a, **k)
+    vis.forward = counted
+    try: yield n
+    finally: vis.__dict__.pop('forward', None)
+
+# %% ../nbs/03a_backbone.ipynb #c02edc82
+class VisionCache:
+    "Run the vision tower once per screenshot: keep what one prefill computed and serve it to a later prefill"
+    def __init__(self, model): # a Qwen3-VL (or a PeftModel around one)
+        self.inner = vl_model(model); self.images, self.calls, self._serve = [], 0, None
+
+    def _features(self, pixel_values, image_grid_thw=None, **kw):
+        if self._serve is not None:
+            idx, self._serve = self._serve, None
+            return self.assemble(idx, len(image_grid_thw))
+        out = type(self.inner).get_image_features(self.inner, pixel_values, image_grid_thw, **kw)
+        self.calls += 1; self.keep(out, pixel_values, image_grid_thw)
+        return out
+
+    def keep(self, out, pixels:torch.Tensor, grid:torch.Tensor):
+        "Save one call's outputs and pixels, split per image"
+        sizes = (grid.prod(-1) // self.inner.visual.spatial_merge_size**2).tolist()
+        po, ds = out.pooler_output, list(out.deepstack_features or [])
+        self.split_po, self.split_ds = isinstance(po, (tuple, list)), bool(ds) and isinstance(ds[0], (tuple, list))
+        emb = list(po) if self.split_po else list(torch.split(po, sizes))
+        per_layer = [list(f) if isinstance(f, (tuple, list)) else list(torch.split(f, sizes)) for f in ds]
+        rows = torch.split(pixels, grid.prod(-1).tolist())
+        self.kind = type(out)
+        self.images += [dict(emb=e, ds=[f[i] for f in per_layer], pixels=rows[i], grid=grid[i]) for i, e in enumerate(emb)]
+
+    def assemble(self, idx:list, n:int):
+        "The kept outputs of images `idx`, in the form this transformers returns"
+        if n != len(idx): raise RuntimeError(f"VisionCache: this prefill has {n} images but {len(idx)} were served")
+        sel = [self.images[i] for i in idx]
+        emb = tuple(s['emb'] for s in sel)
+        ds = [tuple(s['ds'][k] for s in sel) for k in range(len(sel[0]['ds']))]
+        out = self.kind(last_hidden_state=None, pooler_output=emb if self.split_po else torch.cat(emb))
+        out.deepstack_features = ds if self.split_ds else [torch.cat(f) for f in ds]
+        return out
+
+    def pixels(self, i:int)->tuple: "(pixel rows, grid row) of kept image `i`"; return self.images[i]['pixels'], self.images[i]['grid']
+
+    @contextmanager
+    def active(self):
+        "Inside the block the model's image features go through the cache (emptied on entry and exit)"
+        self.images, self.calls, self._serve = [], 0, None
+        self.inner.get_image_features = self._features
+        try: yield self
+        finally: self.inner.__dict__.pop('get_image_features', None); self.images, self._serve = [], None
+
+    @contextmanager
+    def serve(self, idx:list):
+        "The next prefill inside the block reuses kept images `idx` instead of running the tower"
+        self._serve = list(idx)
+        try: yield
+        finally: self._serve = None
+
+# %% ../nbs/03a_backbone.ipynb #52cc68be
+def encode_chat_pixels(processor,    # the backbone's processor
+                       convs:list,   # one message list per row, at most one image part each
+                       pixels:list,  # per row: (pixel rows, grid row) from `VisionCache.pixels`, or None (no image)
+                      )->dict:       # what `encode_chat` returns for the same rows, without the image processor
+    "Tokenize chat prompts whose screenshots are already preprocessed"
+    tok, pad = processor.tokenizer, processor.image_token
+    merge = processor.image_processor.merge_size
+    prompts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+    for i, px in enumerate(pixels):
+        if prompts[i].count(pad) != (px is not None):
+            raise ConfigError(f"row {i}: {prompts[i].count(pad)} image placeholders but {'one image' if px is not None else 'no image'}; "
+                              "give one (pixels, grid) per row that shows a screenshot")
+        if px is not None: prompts[i] = prompts[i].replace(pad, pad * (int(px[1].prod()) // merge**2))
+    enc = dict(tok(prompts, padding=True, padding_side='left', return_tensors='pt'))
+    if 'mm_token_type_ids' in processor.model_input_names:
+        enc['mm_token_type_ids'] = (enc['input_ids'] == tok.convert_tokens_to_ids(pad)).to(enc['input_ids'].dtype)
+    have = [px for px in pixels if px is not None]
+    if have: enc['pixel_values'], enc['image_grid_thw'] = torch.cat([p for p, _ in have]), torch.stack([g for _, g in have])
+    return enc

@@ -6,7 +6,7 @@ Docs: https://moe-router.github.io/moe_router/experts.html.md"""
 
 # %% auto #0
 __all__ = ['TASK_PROMPT_VERSION', 'task_messages', 'encode_task', 'generate_task', 'read_expert', 'train_task_lora',
-           'train_expert_loras', 'peft_generate']
+           'train_expert_loras', 'peft_generate', 'MergedAdapter']
 
 # %% ../nbs/03b_experts.ipynb #7a25cc7e
 import json
@@ -139,3 +139,30 @@ def peft_generate(adapters:dict,          # `{adapter name: task LoRA directory}
         pm.set_adapter(name)
         return generate_task(pm, processor, samples, infos[name].get('system_prompt'), max_new_tokens, batch_size)
     return generate
+
+# %% ../nbs/03b_experts.ipynb #9b6a0fac
+class MergedAdapter:
+    "Fold one LoRA of a multi-adapter `PeftModel` into the base weights, and restore them exactly"
+    def __init__(self, model): # a `PeftModel` with its adapters loaded
+        from peft.tuners.lora import LoraLayer
+        self.model, self.current, self.snap = model, None, None
+        self.layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+    @torch.no_grad()
+    def merge(self, name:str):
+        "Fold adapter `name` into the weights (nothing to do if it already is)"
+        if name not in self.model.peft_config: raise ConfigError(f"no adapter {name!r}; loaded: {sorted(self.model.peft_config)}")
+        if self.current == name and all(name in l.merged_adapters for l in self.layers if name in l.lora_A): return
+        self.restore()
+        if self.snap is None: self.snap = [l.get_base_layer().weight.detach().clone() for l in self.layers]
+        for l in self.layers:
+            if name in l.lora_A: l.merge(adapter_names=[name])
+        self.current = name
+
+    @torch.no_grad()
+    def restore(self):
+        "Copy the base weights back in place (a no-op when nothing is merged)"
+        if self.snap is None: return
+        for l, w in zip(self.layers, self.snap):
+            if l.merged_adapters: l.get_base_layer().weight.data.copy_(w); l.merged_adapters.clear()
+        self.current = None

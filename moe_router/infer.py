@@ -7,8 +7,9 @@ Docs: https://moe-router.github.io/moe_router/stacked_infer.html.md"""
 # %% auto #0
 __all__ = ['BASE', 'ROUTER_ADAPTER', 'WEIGHT_FILES', 'MAX_IMAGE_BYTES', 'resolve_adapter_dir', 'read_loras', 'same_base',
            'adapter_spec', 'check_coverage', 'validate_stack', 'parse_answer', 'InferResult', 'as_request',
-           'decode_answers', 'AdapterSwitch', 'StackedPipeline', 'router_labels', 'pipeline_generate', 'run_dataset',
-           'dataset_report', 'infer_one', 'RequestError', 'decode_image', 'api_reply', 'InferenceService']
+           'decode_answers', 'AdapterSwitch', 'DecodePolicy', 'cache_len', 'decode_kwargs', 'StackedPipeline',
+           'router_labels', 'pipeline_generate', 'run_dataset', 'dataset_report', 'infer_one', 'RequestError',
+           'decode_image', 'api_reply', 'InferenceService']
 
 # %% ../nbs/05_stacked_infer.ipynb #0164030e
 import base64, binascii, io, json, os, re, sys, tempfile, time
@@ -213,6 +214,43 @@ class AdapterSwitch:
 
     def disable(self): "Run the bare base model"; self.enable(False)
 
+# %% ../nbs/05_stacked_infer.ipynb #939e1045
+import math
+from contextlib import nullcontext
+from .backbone import VisionCache, encode_chat_pixels
+from .experts import MergedAdapter, task_messages
+
+@dataclass
+class DecodePolicy:
+    "Which decode a batch gets; costs in ms per decode step, measured at 8B shapes on one H200"
+    fast_ms:float=10.6   # adapter merged, static KV cache, compiled decode step
+    mixed_ms:float=68.2  # adapter unmerged (PEFT), one adapter or `adapter_names` over several
+    merge_ms:float=103.0 # merge one adapter plus the exact restore
+
+    def choose(self, n_groups:int, T:int, fast:bool=True, merges:int=None)->str:
+        "'eager' without the fast path; else 'grouped' while G·T·fast_ms + M·merge_ms <= T·mixed_ms, else 'mixed'"
+        if not fast: return 'eager'
+        merges = n_groups if merges is None else merges
+        return 'grouped' if n_groups*T*self.fast_ms + merges*self.merge_ms <= T*self.mixed_ms else 'mixed'
+
+    def max_groups(self, T:int)->int:
+        "The most adapter groups (each merged anew) for which grouped decoding wins"
+        return math.floor(T*self.mixed_ms / (T*self.fast_ms + self.merge_ms))
+
+def cache_len(prompt:int, new:int, step:int=256)->int:
+    "A static KV cache length for `prompt + new` tokens, rounded up to `step` so that few sizes (compilations) occur"
+    return step * math.ceil((prompt + new) / step)
+
+def decode_kwargs(cuda:bool,        # compile the decode step (CUDA only)
+                  max_cache_len:int, # static cache length (see `cache_len`)
+                 )->dict:           # extra `generate` arguments of the fast path
+    "A static KV cache, and on CUDA transformers' compiled decode step (CUDA graphs, fixed shapes)"
+    from transformers import CompileConfig
+    kw = dict(cache_implementation='static', max_cache_len=max_cache_len)
+    if cuda: kw['compile_config'] = CompileConfig(fullgraph=False, mode='reduce-overhead', dynamic=False)
+    else: kw['disable_compile'] = True
+    return kw
+
 # %% ../nbs/05_stacked_infer.ipynb #b99a0f18
 @contextmanager
 def _batch_size(router, n:int):
@@ -235,12 +273,18 @@ class StackedPipeline:
                  min_new_tokens:int=0,     # force at least this many tokens (benchmarks)
                  batch_size:int=16,        # requests per generate call
                  mixed:bool=True,          # one mixed-adapter generate per batch (PEFT `adapter_names`) vs per group
+                 fast:bool|str='auto',     # the fast decodes: True, False, or 'auto' (on CUDA); see `DecodePolicy`
+                 policy:DecodePolicy=None, # the costs that choose between grouped and mixed decoding
+                 share_vision:bool=True,   # the expert's prefill reuses the head router's vision-tower output
+                 max_cache_len:int=None,   # static KV cache length of the fast path (default: `cache_len`)
                 ):
         from peft import PeftModel
         self.processor, self.tok = processor, processor.tokenizer
         self.loras, self.callables = dict(loras or {}), dict(experts or {})
         self.threshold, self.fallback, self.mixed = float(threshold), fallback, mixed
         self.max_new_tokens, self.min_new_tokens, self.batch_size = max_new_tokens, min_new_tokens, batch_size
+        if fast not in (True, False, 'auto'): raise ConfigError(f"fast={fast!r}: use True, False or 'auto'")
+        self.fast, self.policy, self.share_vision, self.max_cache_len = fast, policy or DecodePolicy(), share_vision, max_cache_len
         if self.threshold > 0 and fallback is None:
             raise ConfigError(f"threshold {threshold} needs a fallback for low-confidence requests; set fallback='base' or an adapter name")
         self.base_id, fp = model.name_or_path, backbone_fingerprint(model)
@@ -257,6 +301,7 @@ class StackedPipeline:
         self.router = self._load_router(router, model)
         self.model.eval()
         self.switch = AdapterSwitch(self.model) if hasattr(self.model, 'peft_config') else None
+        self.merger, self.vision, self.last_decode = MergedAdapter(self.model) if self.switch else None, None, None
         self.load_secs = time.perf_counter() - t0
         self.labels = list(self.router.labels) if self.router is not None else []
         self.system = {n: s['task'].get('system_prompt') for n, s in self.specs.items()}
@@ -318,35 +363,60 @@ def choose(self:StackedPipeline, p:np.ndarray)->dict:
 
 # %% ../nbs/05_stacked_infer.ipynb #481e1656
 @patch
-def _gen(self:StackedPipeline, reqs:list, **kw)->list:
+def _encode(self:StackedPipeline, chunk:list, pix:list)->tuple:
+    "A chunk's model inputs, and the context that serves its screenshots from the vision cache when all were kept"
+    shown = [r.get('image_path') is not None for r in chunk]
+    if not any(shown) or any(h and p is None for h, p in zip(shown, pix)): return encode_task(self.processor, chunk), nullcontext()
+    convs = [task_messages(r['text'], h, r.get('system')) for r, h in zip(chunk, shown)]
+    enc = encode_chat_pixels(self.processor, convs, [self.vision.pixels(p) if h else None for h, p in zip(shown, pix)])
+    return enc, self.vision.serve([p for h, p in zip(shown, pix) if h])
+
+@patch
+def _gen(self:StackedPipeline, reqs:list, pix:list=None, fast:bool=False, adapter_names:list=None)->list:
     "Greedy answers for `reqs` with whatever adapter setup is active, in chunks of `batch_size`"
-    res = []
-    for i in range(0, len(reqs), self.batch_size):
-        chunk = reqs[i:i+self.batch_size]
-        enc = encode_task(self.processor, chunk)
-        dev = next(self.model.parameters()).device
+    res, dev, B = [], next(self.model.parameters()).device, self.batch_size
+    pix = pix or [None]*len(reqs)
+    for i in range(0, len(reqs), B):
+        enc, serve = self._encode(reqs[i:i+B], pix[i:i+B])
         enc = {k: v.to(dev) for k, v in enc.items()}
-        ak = {'adapter_names': kw['adapter_names'][i:i+self.batch_size]} if 'adapter_names' in kw else {}
-        with torch.no_grad():
-            out = self.model.generate(**enc, **ak, max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens or None,
-                                      do_sample=False, eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
+        kw = dict(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens or None, do_sample=False,
+                  eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
+        if adapter_names: kw['adapter_names'] = adapter_names[i:i+B]
+        if fast: kw.update(decode_kwargs(dev.type == 'cuda', self.max_cache_len or cache_len(enc['input_ids'].shape[1], self.max_new_tokens)))
+        with torch.no_grad(), serve: out = self.model.generate(**enc, **kw)
         res += decode_answers(self.tok, out[:, enc['input_ids'].shape[1]:])
     return res
 
 @patch
+def restore(self:StackedPipeline):
+    "Restore the base weights if the fast path left an adapter merged (call it before using `model` directly)"
+    if self.merger: self.merger.restore()
+
+@patch
 @contextmanager
-def activate(self:StackedPipeline, target:str):
-    "A context in which `target` answers: an adapter, or `'base'` (every adapter disabled)"
+def activate(self:StackedPipeline, target:str, merge:bool=False):
+    "A context in which `target` answers: an adapter (merged into the weights if `merge`), or `'base'` (every adapter disabled)"
     if self.switch is None:
         if target != BASE: raise ConfigError(f"no adapters are loaded, so {target!r} cannot be activated")
         yield; return
-    if target != BASE: self.switch.set(target); yield; return
+    if target != self.merger.current: self.merger.restore()
+    if target != BASE:
+        self.switch.set(target)
+        if merge: self.merger.merge(target)
+        yield; return
     self.switch.disable()
     try: yield
     finally: self.switch.enable()
 
 @patch
-def answer(self:StackedPipeline, reqs:list, targets:list)->tuple:
+def decode_mode(self:StackedPipeline, groups:dict)->str:
+    "How a batch of `{target: request indices}` decodes: 'eager', 'grouped' or 'mixed' (see `DecodePolicy`)"
+    fast = next(self.model.parameters()).is_cuda if self.fast == 'auto' else self.fast
+    cur = self.merger.current if self.merger else None
+    return self.policy.choose(len(groups), self.max_new_tokens, fast and bool(groups), sum(t not in (BASE, cur) for t in groups))
+
+@patch
+def answer(self:StackedPipeline, reqs:list, targets:list, pix:list=None)->tuple:
     "Answers for `reqs` (targets: adapter names, 'base' or callable names); also (switch, generate) seconds per request"
     n = len(reqs); texts, sw, gen = [None]*n, [0.0]*n, [0.0]*n
     reqs = [dict(r, system=self.system.get(t)) for r, t in zip(reqs, targets)]
@@ -356,22 +426,41 @@ def answer(self:StackedPipeline, reqs:list, targets:list)->tuple:
     lora = [i for i, t in enumerate(targets) if t not in self.callables]
     groups = {}
     for i in lora: groups.setdefault(targets[i], []).append(i)
-    if self.mixed and len(groups) > 1 and self.switch:
-        t0 = time.perf_counter(); self.switch.enable()
-        outs = self._gen([reqs[i] for i in lora], adapter_names=['__base__' if targets[i] == BASE else targets[i] for i in lora])
+    mode = self.last_decode = self.decode_mode(groups)
+    sub = lambda idx: ([reqs[i] for i in idx], pix and [pix[i] for i in idx])
+    if len(groups) > 1 and self.switch and (mode == 'mixed' or (mode == 'eager' and self.mixed)):
+        t0 = time.perf_counter(); self.restore(); self.switch.enable()
+        outs = self._gen(*sub(lora), adapter_names=['__base__' if targets[i] == BASE else targets[i] for i in lora])
         dt = (time.perf_counter() - t0) / len(lora)
         for i, o in zip(lora, outs): texts[i], gen[i] = o, dt
         return texts, sw, gen
-    for t, idx in groups.items():
-        t0 = time.perf_counter()
-        with self.activate(t):
+    for t in sorted(groups, key=lambda t: t != (self.merger and self.merger.current)):  # the merged adapter first
+        idx = groups[t]; t0 = time.perf_counter()
+        with self.activate(t, merge=mode == 'grouped'):
             t1 = time.perf_counter()
-            outs = self._gen([reqs[i] for i in idx])
+            outs = self._gen(*sub(idx), fast=mode == 'grouped')
         t2 = time.perf_counter()
         for i, o in zip(idx, outs): texts[i], sw[i], gen[i] = o, (t1 - t0)/len(idx), (t2 - t1)/len(idx)
     return texts, sw, gen
 
 # %% ../nbs/05_stacked_infer.ipynb #725c9b0e
+@patch
+def _vision_scope(self:StackedPipeline):
+    "The vision cache's scope, when the experts can reuse the router's screenshots (a head router reads the base)"
+    if not (self.share_vision and getattr(self.router, 'kind', None) == 'head'): return nullcontext()
+    if self.vision is None: self.vision = VisionCache(self.model)
+    return self.vision.active()
+
+@patch
+def _kept(self:StackedPipeline, reqs:list, todo:list)->list:
+    "Per request, the index of its screenshot in the vision cache (kept by the router's prefill), or None"
+    if self.vision is None or not self.vision.images: return None
+    shown = [i for i in todo if reqs[i]['image_path'] is not None and not reqs[i].get('route_text_only')]
+    if len(shown) != len(self.vision.images): return None   # the router saw other screenshots: encode again
+    pix = [None]*len(reqs)
+    for k, i in enumerate(shown): pix[i] = k
+    return pix
+
 @patch
 def run(self:StackedPipeline, batch:list)->list:
     "Route, switch and generate for a batch of requests; results in input order"
@@ -381,12 +470,13 @@ def run(self:StackedPipeline, batch:list)->list:
             raise ConfigError(f"unknown expert {r['expert']!r}; this stack serves {sorted(self.experts)}")
     t0 = time.perf_counter()
     todo = [i for i, r in enumerate(reqs) if r['expert'] is None]
-    probs = self.route([reqs[i] for i in todo])
-    t_route, routed = (time.perf_counter() - t0) / max(len(todo), 1), set(todo)
-    ch = [dict(routed=r['expert'], confidence=None, probs={}, target=self.experts.get(r['expert']), fallback=False,
-               reason=None, forced=True) for r in reqs]
-    for i, p in zip(todo, probs): ch[i] = dict(self.choose(p), forced=False)
-    texts, sw, gen = self.answer(reqs, [c['target'] for c in ch])
+    with self._vision_scope():
+        probs = self.route([reqs[i] for i in todo])
+        t_route, routed = (time.perf_counter() - t0) / max(len(todo), 1), set(todo)
+        ch = [dict(routed=r['expert'], confidence=None, probs={}, target=self.experts.get(r['expert']), fallback=False,
+                   reason=None, forced=True) for r in reqs]
+        for i, p in zip(todo, probs): ch[i] = dict(self.choose(p), forced=False)
+        texts, sw, gen = self.answer(reqs, [c['target'] for c in ch], self._kept(reqs, todo))
     res = []
     for i, (c, t) in enumerate(zip(ch, texts)):
         tc, err = parse_answer(t)
