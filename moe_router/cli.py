@@ -6,7 +6,7 @@ Docs: https://moe-router.github.io/moe_router/cli.html.md"""
 
 # %% auto #0
 __all__ = ['BACKENDS', 'synth_cli', 'generate_cli', 'upload_cli', 'run_train', 'train_kwargs', 'train_cli', 'eval_cli',
-           'check_infer_flags', 'infer_cli', 'demo_cli']
+           'check_infer_flags', 'infer_cli', 'demo_cli', 'check_serve_flags', 'serve_cli']
 
 # %% ../nbs/08_cli.ipynb #edad7cbe
 import json, math, sys
@@ -234,3 +234,36 @@ def demo_cli(out:str='runs/demo',   # run directory (replaced if it holds an ear
             stages = demo_stages_modal
         return run_demo(out, seed, 'quick' if quick else 'full', model, progress=not no_progress, stages=stages)
     except BAD_INPUT as e: fail(e)
+
+# %% ../nbs/08_cli.ipynb #d6b5f76d
+def check_serve_flags(router, port, threshold, max_new_tokens, max_batch, max_body_bytes):
+    "Refuse `moe-router-serve` flags that cannot work, before anything loads"
+    if not router: raise ConfigError("pass --router: the router-head.pt or router-LoRA directory to serve")
+    if not 0 <= port <= 65535: raise ConfigError(f"--port {port} must be between 0 and 65535 (0 picks a free port)")
+    for flag, v in (('--max-new-tokens', max_new_tokens), ('--max-batch', max_batch), ('--max-body-bytes', max_body_bytes)):
+        if v is not None and v < 1: raise ConfigError(f"{flag} {v} must be at least 1")
+    if not 0 <= threshold <= 1: raise ConfigError(f"--threshold {threshold:g} must be between 0 and 1 (a router confidence)")
+
+# %% ../nbs/08_cli.ipynb #467be21f
+@call_parse
+def serve_cli(router:str=None,         # router-head.pt or router-LoRA directory
+              loras:str=None,          # loras.json (default: the registry's lora_path entries)
+              model:str=None,          # base model id, e.g. 'tiny' (default: BASE_MODEL_ID)
+              host:str='127.0.0.1',    # interface to listen on (0.0.0.0: every interface)
+              port:int=8000,           # TCP port (0 picks a free one)
+              threshold:float=0.0,     # below this router confidence the fallback answers
+              fallback:str=None,       # 'base' or an adapter name
+              max_new_tokens:int=512,  # generation budget (the original's), capped by the context length
+              max_batch:int=8,         # concurrent requests answered together in one batch
+              max_body_bytes:int=None, # largest request body (default: a 20 MB screenshot in base64 plus a prompt)
+             ):
+    "Serve the stacked pipeline over HTTP: POST {image_b64, prompt, expert?} to / or /infer, GET /health"
+    from moe_router.infer import StackedPipeline, InferenceService
+    from moe_router.serve import bind, serve, MAX_BODY_BYTES
+    try:
+        check_serve_flags(router, port, threshold, max_new_tokens, max_batch, max_body_bytes)
+        sock = bind(host, port)
+        pipe = StackedPipeline.load(loras, router, model, threshold=threshold, fallback=fallback, max_new_tokens=max_new_tokens)
+        svc = InferenceService(pipe, max_batch=max_batch)
+    except BAD_INPUT as e: fail(e)
+    serve(svc, sock=sock, max_body_bytes=max_body_bytes or MAX_BODY_BYTES)

@@ -9,8 +9,8 @@ __all__ = ['GPU_PINS', 'GPU', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VO
            'RULE60', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'upload_dataset',
            'fetch_dataset', 'find_latest_dataset', 'verify_datasets', 'assemble_dataset', 'generate_routing_data',
            'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard',
-           'router_train', 'http_response', 'router_path', 'StackedInference', 'volume_path', 'stacked_inference',
-           'modal_demo_stages', 'modal_credentials', 'upload_run', 'download_eval', 'demo_stages_modal']
+           'router_train', 'router_path', 'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages',
+           'modal_credentials', 'upload_run', 'download_eval', 'demo_stages_modal']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
 import json, os, time
@@ -23,6 +23,7 @@ from .routers import train_head, train_router_lora, ROUTER_DEFAULTS
 from .evaluate import evaluate_dir
 from .infer import StackedPipeline, InferenceService, run_dataset, dataset_report, infer_one
 from .demo import demo_stages
+from .serve import make_app
 
 # %% ../nbs/07_cloud.ipynb #a4f14875
 GPU_PINS = ["torch==2.13.0", "torchvision==0.28.0", "qwen-vl-utils==0.0.14", "transformers==5.23.0",
@@ -234,12 +235,6 @@ def router_train(mode:str='train', router:str='head', dataset_dir:str='', data_p
 
 
 # %% ../nbs/07_cloud.ipynb #101278b0
-def http_response(status:int, reply:dict):
-    "A FastAPI JSON response with `status` (a plain dict where FastAPI is not installed, e.g. locally)"
-    try: from fastapi.responses import JSONResponse
-    except ImportError: return reply
-    return JSONResponse(reply, status_code=status)
-
 def router_path(router:str='', routing_run:str='', root:str='/output')->str:
     "The router checkpoint: an explicit path, else `{root}/{routing_run}`, else `ROUTER_OUT`"
     return router or (f"{root}/{routing_run}" if routing_run else env_settings()['router_out'])
@@ -269,9 +264,10 @@ class StackedInference:
     def evaluate(self, dataset_dir:str, max_samples:int=None, split:str='test')->dict:
         return run_dataset(self.pipeline, dataset_dir, split, max_samples, progress=False)
 
-    @modal.fastapi_endpoint(method='POST')
-    def api(self, body:dict):
-        return http_response(*self.service.handle(body))
+    @modal.asgi_app()
+    def api(self):
+        "The web endpoint: the local server's app (`serve.make_app`), the same handler, limits and `/health`"
+        return make_app(self.service)
 
 # %% ../nbs/07_cloud.ipynb #fbc8f66d
 def volume_path(p:str, root:str='/datasets')->str:

@@ -488,16 +488,12 @@ def test_endpoint_bad_requests_keep_serving(world, service, request):
     assert (service.served - served, service.failed - failed) == (1, len(bad))
     record(request, f'endpoint: {len(bad)} bad requests answered 4xx, then served', 0, True)
 
-TEMP_BUG = ("InferenceService.infer creates its temporary .img file (tempfile.mkstemp) before decode_image raises, outside the "
-            "try/finally that unlinks it: every bad image request leaves an empty file in the server's temp directory")
-
-@pytest.mark.xfail(strict=True, reason=f"BUG: {TEMP_BUG}")
 def test_endpoint_bad_image_leaves_no_temp_file(service, request):
     "A request whose image does not decode leaves no temporary file behind"
     before = set(service.tmp.iterdir())
     for b, _ in BAD_IMAGES: assert service.handle({'prompt': 'Click day 3', 'image_b64': b})[0] == 400
     left = sorted(p.name for p in set(service.tmp.iterdir()) - before)
-    record(request, 'endpoint: bad images leave no temp file', 400, not left, left, TEMP_BUG)
+    record(request, 'endpoint: bad images leave no temp file', 400, not left, left, None)
     assert not left, f"temporary files left in {service.tmp}: {left}"
 
 def test_explorer_missing_image_placeholder(world, request):
