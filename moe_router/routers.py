@@ -518,6 +518,9 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
     try:
         with quiet_hf(), warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning); res = tr.train(resume_from_checkpoint=True if resume else None)
+    except KeyboardInterrupt:   # a checkpoint cut off mid-save is not a checkpoint: only complete ones stay
+        if on_checkpoint: [shutil.rmtree(c) for c in (out/'checkpoints').glob('checkpoint-*') if not (c/'router.json').is_file()]
+        raise
     finally:
         if writer: writer.close()
     secs = time.time() - t0
@@ -660,7 +663,7 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
 ROUTER_DEFAULTS = dict(
     head=dict(epochs=100, lr=1e-4, out=None, flags=('pooling', 'max_length')),
     lora=dict(epochs=3, lr=2e-4, out='/output/router-lora',
-              flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora')))
+              flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora', 'resume')))
 
 # %% ../nbs/03_train_modal.ipynb #5b2ec76e
 @contextmanager
