@@ -12,7 +12,7 @@ __all__ = ['BAD_INPUT', 'ADAPTER_KEYS', 'PACKAGE_REGISTRY', 'DEFAULT_BASE_MODEL'
            'iter_jsonl', 'read_jsonl', 'write_jsonl']
 
 # %% ../nbs/00_config.ipynb #1366675b
-import json, os, re, shutil, sys, tempfile
+import glob, json, os, re, shutil, sys, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -232,10 +232,19 @@ def rename_noreplace(src:str|Path, # a finished temporary directory or file
     os.rename(src, dst)
 
 # %% ../nbs/00_config.ipynb #302a5449
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0); return True
+    except ProcessLookupError: return False
+    except OSError: return True
+
 def _partial_dir(out:Path)->Path:
-    "A new partial directory beside `out`, unique to this run, with the umask's mode (not mkdtemp's 0700)"
+    "A new partial directory beside `out`, unique to this run (host and pid in its name), with the umask's mode"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.partial-'))
+    host = re.sub(r'[^\w]', '_', os.uname().nodename)
+    for p in out.parent.glob(f'.{glob.escape(out.name)}.partial-{host}-*'):   # left by a run on this host that died
+        m = re.match(rf'\.{re.escape(out.name)}\.partial-{host}-(\d+)-', p.name)
+        if m and not _alive(int(m[1])): shutil.rmtree(p, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.partial-{host}-{os.getpid()}-'))
     os.chmod(tmp, 0o777 & ~umask()); return tmp
 
 def _swap_in(tmp:Path, out:Path):

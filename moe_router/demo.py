@@ -198,7 +198,7 @@ DEMO_ENTRIES = {DEMO_MARKER, 'demo.partial', 'demo.json', 'summary.md', 'experts
 
 def _foreign(out:Path)->list:
     "Entries of `out` that a demo run does not write (its own partial directories and temporary files excepted)"
-    own = lambda n: n in DEMO_ENTRIES or re.fullmatch(r'\.([\w.-]+?)\.(partial|old)-\w+|\.([\w.-]+?)\.\w+\.tmp', n)
+    own = lambda n: n in DEMO_ENTRIES or re.fullmatch(r'\.([\w.-]+?)\.(partial|old)-[\w-]+|\.([\w.-]+?)\.\w+\.tmp', n)
     return sorted(p.name for p in out.iterdir() if not own(p.name) or (p.is_symlink()))
 
 def prepare_out(out:str|Path, # the run directory

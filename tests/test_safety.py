@@ -164,8 +164,10 @@ def test_train_flags(world, args, pattern):
 
 def test_train_lr_inf_saves_nothing(world):
     out = world['tmp']/'inf'
-    refused('train --lr inf', run('moe-router-train', '--dataset-dir', world['ds'], '--model', 'tiny', '--lr', 'inf',
-                                  '--epochs', '2', '--out', out), r'training diverged at step \d+: .* not finite')
+    refused('train --lr inf', run('moe-router-train', '--dataset-dir', world['ds'], '--lr', 'inf', '--out', out),
+            r'--lr inf must be a finite number')
+    refused('train --lr 1e30 (diverges)', run('moe-router-train', '--dataset-dir', world['ds'], '--model', 'tiny', '--lr', '1e30',
+                                              '--epochs', '2', '--out', out), r'training diverged at step \d+: .* not finite')
     assert not list(out.rglob('*.pt'))
 
 def test_train_config_and_local_default(world):
