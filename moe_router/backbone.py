@@ -238,7 +238,7 @@ def sample_image(s:dict, # a routing sample (`image`, `image_path`)
         return None
     try:
         with Image.open(p) as im: return im.convert('RGB')
-    except (FileNotFoundError, OSError) as e:
+    except (FileNotFoundError, OSError, Image.DecompressionBombError) as e:   # a bomb: too many pixels to decode safely
         raise DatasetError(f"sample {s.get('source_id', '?')}: cannot read image {p} ({e})") from None
 
 # %% ../nbs/03a_backbone.ipynb #50234f55

@@ -7,11 +7,12 @@ Docs: https://moe-router.github.io/moe_router/config.html.md"""
 # %% auto #0
 __all__ = ['BAD_INPUT', 'ADAPTER_KEYS', 'PACKAGE_REGISTRY', 'DEFAULT_BASE_MODEL', 'ConfigError', 'DatasetError', 'fail',
            'Adapter', 'is_slug', 'Registry', 'validate_adapters', 'registry_from_dict', 'find_registry',
-           'load_registry', 'check_label_map', 'env_settings', 'researcher_name', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'iter_jsonl', 'read_jsonl', 'write_jsonl']
+           'load_registry', 'check_label_map', 'env_settings', 'researcher_name', 'umask', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'rename_noreplace', 'atomic_dir', 'check_out', 'jsonl_lines',
+           'iter_jsonl', 'read_jsonl', 'write_jsonl']
 
 # %% ../nbs/00_config.ipynb #1366675b
-import json, os, re, shutil, sys, tempfile
+import glob, json, os, re, shutil, sys, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -180,12 +181,21 @@ def researcher_name(start:str|None=None, # directory to search from; the working
     return None
 
 # %% ../nbs/00_config.ipynb #1c538fec
+def umask()->int:
+    "The process umask, read without changing it where the system allows (`/proc`), so threads never see it at 0"
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except OSError: pass
+    old = os.umask(0o22); os.umask(old); return old
+
 def atomic_write_bytes(path:str|Path, # destination file
                        data:bytes):   # full contents
     "Write `data` to `path` via a temporary file and an atomic rename"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; teammates on a shared volume must read the result
         with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -199,30 +209,99 @@ def atomic_write_json(path:str|Path, obj, indent:int=2):
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False)+'\n')
 
 # %% ../nbs/00_config.ipynb #f17a6b00
+_NOREPLACE, _EXCHANGE = 1, 2   # renameat2 flags (Linux)
+
+def _renameat2(src, dst, flag:int)->bool:
+    "Linux `renameat2`; False where the system or filesystem lacks it"
+    import ctypes, errno
+    try: fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError): return False
+    if fn(-100, os.fsencode(src), -100, os.fsencode(dst), flag) == 0: return True
+    e = ctypes.get_errno()
+    if e in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP): return False
+    if e == errno.EEXIST: raise FileExistsError(f"{dst}: output directory already exists (another run finished first); "
+                                                f"choose another --output-dir")
+    raise OSError(e, os.strerror(e), str(dst))
+
+def rename_noreplace(src:str|Path, # a finished temporary directory or file
+                     dst:str|Path, # its final name, which must not exist
+                    ):
+    "Rename `src` to `dst` only if `dst` is absent, atomically where the system allows; `FileExistsError` otherwise"
+    if _renameat2(src, dst, _NOREPLACE): return
+    if os.path.lexists(dst): raise FileExistsError(f"{dst}: output directory already exists; choose another --output-dir")
+    os.rename(src, dst)
+
+# %% ../nbs/00_config.ipynb #302a5449
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0); return True
+    except ProcessLookupError: return False
+    except OSError: return True
+
+def _partial_dir(out:Path)->Path:
+    "A new partial directory beside `out`, unique to this run (host and pid in its name), with the umask's mode"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r'[^\w]', '_', os.uname().nodename)
+    for p in out.parent.glob(f'.{glob.escape(out.name)}.partial-{host}-*'):   # left by a run on this host that died
+        m = re.match(rf'\.{re.escape(out.name)}\.partial-{host}-(\d+)-', p.name)
+        if m and not _alive(int(m[1])): shutil.rmtree(p, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.partial-{host}-{os.getpid()}-'))
+    os.chmod(tmp, 0o777 & ~umask()); return tmp
+
+def _swap_in(tmp:Path, out:Path):
+    "Put `tmp` at `out`, replacing an existing directory: exchanged atomically where possible, the old one removed after"
+    if not out.exists(): return rename_noreplace(tmp, out)
+    if _renameat2(tmp, out, _EXCHANGE): shutil.rmtree(tmp); return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.old-'))
+    os.rename(out, old/'x'); os.rename(tmp, out); shutil.rmtree(old)
+
 @contextmanager
 def atomic_dir(out:str|Path, # final directory; must not exist yet
-               overwrite:bool=False): # replace an existing directory instead of refusing
-    "Yield a `.partial` directory that is renamed to `out` only if the block succeeds"
+               overwrite:bool=False): # replace an existing directory (an adapter, a download), never for datasets
+    "Yield a partial directory of this run's own that becomes `out` only if the block succeeds and `out` is still absent"
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: output directory already exists; choose another --output-dir or remove it")
-    tmp = out.with_name(out.name+'.partial')
-    if tmp.exists(): shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _partial_dir(out)
     try: yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
-    if out.exists(): shutil.rmtree(out)
-    tmp.rename(out)
+    try: _swap_in(tmp, out) if overwrite else rename_noreplace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+# %% ../nbs/00_config.ipynb #f17439eb
+def check_out(path,               # an output path from a flag
+              flag:str='--out',   # the flag, for the message
+              file_ok:bool=False, # `path` itself may be an existing file (a `.pt` that is replaced)
+             )->Path|None:        # the path, or None if `path` is None
+    "Refuse an empty output path, and one that is, or is inside, an existing file, before any work is done"
+    if path is None: return None
+    if not str(path).strip(): raise ConfigError(f"{flag} is empty; give a path, or leave the flag out for the default")
+    p = Path(path)
+    for a in (p.parents if file_ok else [p, *p.parents]):
+        if a.exists() and not a.is_dir():
+            raise ConfigError(f"{flag} {path}: {a} is an existing file, not a directory; choose another {flag}")
+    return p
 
 # %% ../nbs/00_config.ipynb #680bae77
+def jsonl_lines(f,          # a JSONL file opened in binary mode
+                path,       # its name, for messages
+               ):           # yields `(line_number, text)`, 1-based
+    "Decode the lines of `f` as UTF-8 (a leading byte-order mark is dropped); `DatasetError` names the line of a bad byte"
+    for i, raw in enumerate(f, 1):
+        if i == 1 and raw.startswith(b'\xef\xbb\xbf'): raw = raw[3:]
+        try: yield i, raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}:{i}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start+1}); "
+                               f"save the file as UTF-8 or drop this line") from None
+
 def iter_jsonl(path:str|Path, # a JSONL file
                ):             # yields `(line_number, record)` pairs, 1-based, skipping blank lines
     "Stream the records of a JSONL file, with line numbers; `DatasetError` names the file and line of bad JSON"
     path = Path(path)
     if not path.is_file(): raise DatasetError(f"{path}: file not found")
-    with open(path, encoding='utf-8') as f:
-        for i, line in enumerate(f, 1):
+    with open(path, 'rb') as f:
+        for i, line in jsonl_lines(f, path):
             if not line.strip(): continue
             try: rec = json.loads(line)
             except json.JSONDecodeError as e:

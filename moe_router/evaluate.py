@@ -513,7 +513,7 @@ def thumbnail_uri(path:str|Path|None, # image file, or None
         with Image.open(path) as im:
             im = im.convert('RGB'); im.thumbnail((size, size))
             buf = io.BytesIO(); im.save(buf, format='JPEG', quality=quality)
-    except (OSError, ValueError): return PLACEHOLDER
+    except (OSError, ValueError, Image.DecompressionBombError): return PLACEHOLDER
     return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 # %% ../nbs/04_eval_confusion.ipynb #81224bc4

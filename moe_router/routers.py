@@ -6,11 +6,11 @@ Docs: https://moe-router.github.io/moe_router/train_modal.html.md"""
 
 # %% auto #0
 __all__ = ['HEAD_FORMAT', 'LM_TARGETS', 'VISION_TARGETS', 'ROUTER_DEFAULTS', 'resolve_data', 'pool_hidden', 'pooled_features',
-           'RouterHead', 'Plateau', 'fit_head', 'with_text_only', 'text_only', 'save_head', 'load_head_checkpoint',
-           'head_from_checkpoint', 'train_head', 'base_model_context', 'HeadRouter', 'routing_report', 'find_router',
-           'load_router', 'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator', 'sft_lora', 'name_ids',
-           'branch_points', 'score_names', 'parse_name', 'generate_names', 'save_adapter', 'train_router_lora',
-           'using_adapter', 'LoraRouter', 'load_lora_router']
+           'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head', 'with_text_only', 'text_only',
+           'save_head', 'load_head_checkpoint', 'head_from_checkpoint', 'train_head', 'base_model_context',
+           'HeadRouter', 'routing_report', 'find_router', 'load_router', 'check_router_labels', 'lora_config',
+           'index_dataset', 'ListCollator', 'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name',
+           'generate_names', 'save_adapter', 'train_router_lora', 'using_adapter', 'LoraRouter', 'load_lora_router']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
@@ -77,6 +77,7 @@ def pooled_features(model,              # the backbone (or a PeftModel with adap
                     pooling:str='last', # 'last' or 'mean'
                     batch_size:int=8,   # samples per forward pass
                     progress:bool=False,# show a progress bar
+                    max_length:int=None,# longest prompt in tokens: text-only prompts are cut from the left, longer image prompts refused
                    )->torch.Tensor:     # (n, hidden) float32 on the CPU
     "The frozen backbone's pooled last hidden state for each sample"
     was = model.training
@@ -84,8 +85,8 @@ def pooled_features(model,              # the backbone (or a PeftModel with adap
     dev = next(model.parameters()).device; inner = _inner(model); res = []
     steps = range(0, len(samples), batch_size)
     try:
-        for i in (tqdm(steps, desc='features', leave=False) if progress else steps):
-            enc = {k: v.to(dev) for k, v in encode_router(processor, samples[i:i+batch_size], labels).items()}
+        for i in tqdm(steps, desc='features', leave=False, disable=None if progress else True):
+            enc = {k: v.to(dev) for k, v in encode_router(processor, samples[i:i+batch_size], labels, None, max_length).items()}
             hid = inner(**enc).last_hidden_state.float()
             res.append(pool_hidden(hid, enc['attention_mask'], pooling).cpu())
     finally:
@@ -126,6 +127,20 @@ class Plateau:
         return 'reduced'
 
 # %% ../nbs/03_train_modal.ipynb #2cb3f289
+class TrainingDiverged(ConfigError):
+    "Training produced a non-finite loss or weight; nothing is saved"
+
+def check_finite(x,                # a loss (number or tensor) or a module whose weights are checked
+                 step:int,         # the optimizer step, for the message
+                 what:str='the loss', # what `x` is
+                ):                 # `x`, unchanged
+    "`TrainingDiverged` naming the step unless `x` (every weight of `x`, for a module) is finite"
+    ok = (all(bool(torch.isfinite(p).all()) for p in x.parameters()) if isinstance(x, nn.Module)
+          else bool(torch.isfinite(torch.as_tensor(x, dtype=torch.float32)).all()))
+    if not ok: raise TrainingDiverged(f"training diverged at step {step}: {what} is not finite (NaN or infinity); "
+                                      f"nothing was saved. Lower --lr and train again")
+    return x
+
 def _eval_head(head, x, y):
     head.eval()
     with torch.no_grad(): logits = head(x)
@@ -153,13 +168,14 @@ def fit_head(head:RouterHead,      # an initialised head (its scaler is fitted h
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     plat = Plateau(lr, patience, min_delta); g = torch.Generator().manual_seed(seed)
     best = dict(loss=float('inf'), acc=0.0, state=None, step=0); hist, step, stop = [], 0, None
-    for ep in tqdm(range(epochs), desc='head', disable=not progress, leave=False):
+    for ep in tqdm(range(epochs), desc='head', disable=None if progress else True, leave=False):  # None: bars on a terminal only
         for idx in torch.randperm(len(xtr), generator=g).split(batch_size):
-            loss = F.cross_entropy(head(xtr[idx]), ytr[idx])
+            loss = check_finite(F.cross_entropy(head(xtr[idx]), ytr[idx]), step+1, 'the training loss')
             opt.zero_grad(); loss.backward(); opt.step(); step += 1
             if writer: writer.add_scalar('train/loss', loss.item(), step)
             if step % eval_every: continue
-            vl, va = _eval_head(head, xva, yva); hist.append(dict(step=step, eval_loss=vl, eval_acc=va, lr=plat.lr))
+            vl, va = _eval_head(head, xva, yva); check_finite(vl, step, 'the eval loss'); check_finite(head, step, 'a weight')
+            hist.append(dict(step=step, eval_loss=vl, eval_acc=va, lr=plat.lr))
             if writer: writer.add_scalar('eval/loss', vl, step); writer.add_scalar('eval/acc', va, step); writer.add_scalar('lr', plat.lr, step)
             state = plat.update(vl)
             if vl < best['loss']: best = dict(loss=vl, acc=va, step=step, state={k: v.clone() for k, v in head.state_dict().items()})
@@ -173,7 +189,8 @@ def fit_head(head:RouterHead,      # an initialised head (its scaler is fitted h
             if state == 'stop': stop = plat.reason; break
         if stop: break
     if best['state'] is None:  # fewer steps than one evaluation: evaluate once at the end
-        vl, va = _eval_head(head, xva, yva); best = dict(loss=vl, acc=va, step=step, state=head.state_dict())
+        vl, va = _eval_head(head, xva, yva); check_finite(vl, step, 'the eval loss'); check_finite(head, step, 'a weight')
+        best = dict(loss=vl, acc=va, step=step, state=head.state_dict())
     stop = stop or f"Reached max epochs ({epochs})"
     log(f"⏹️  Stopping: {stop}")
     log(f"   Best eval_loss: {best['loss']:.4f}, Best eval_acc: {best['acc']:.4f}")
@@ -256,6 +273,7 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
                hidden:int=256,          # head hidden size
                text_only_frac:float=0.25, # fraction of training samples also seen without their image
                feature_batch:int=8,     # samples per backbone forward pass
+               max_length:int=None,     # longest prompt in tokens for feature extraction (None: no limit); kept for evaluation
                registry=None,           # `config.Registry` (default registry if None)
                backbone:tuple=None,     # an already loaded (model, processor)
                seed:int=0,              # random seed
@@ -276,8 +294,8 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
         'Base model': m.name_or_path, 'Pooling': pooling})
     t0 = time.time()
     aug = with_text_only(train_s, text_only_frac, seed)
-    xtr = pooled_features(m, proc, aug, labels, pooling, feature_batch, progress)
-    xva = pooled_features(m, proc, val_s, labels, pooling, feature_batch, progress)
+    xtr = pooled_features(m, proc, aug, labels, pooling, feature_batch, progress, max_length)
+    xva = pooled_features(m, proc, val_s, labels, pooling, feature_batch, progress, max_length)
     ytr = torch.tensor([registry.label(s['adapter']) for s in aug]); yva = torch.tensor([registry.label(s['adapter']) for s in val_s])
     t_feat = time.time() - t0
     ts = datetime.now().strftime('%Y%m%d_%H%M%S')
@@ -292,7 +310,7 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
     t_fit = time.time() - t1
     hist = r.pop('history')
     info = dict(kind='head', labels=labels, label_map=registry.label_map, base_model_id=m.name_or_path,
-                backbone=backbone_fingerprint(m), pooling=pooling, prompt_version=PROMPT_VERSION,
+                backbone=backbone_fingerprint(m), pooling=pooling, prompt_version=PROMPT_VERSION, max_length=max_length,
                 system_prompt=router_system_prompt(labels), dataset=meta, data=dict(train=str(tr_path), val=str(va_path)),
                 metrics=r, history=hist, created_at=datetime.now().isoformat(timespec='seconds'),
                 package_version=moe_router.__version__, train_args=dict(epochs=epochs, batch_size=batch_size, lr=lr,
@@ -317,7 +335,8 @@ class HeadRouter:
     def features(self, samples:list)->torch.Tensor:
         "Pooled base-model features of `samples`"
         with base_model_context(self.model):
-            return pooled_features(self.model, self.processor, samples, self.labels, self.pooling, self.batch_size)
+            return pooled_features(self.model, self.processor, samples, self.labels, self.pooling, self.batch_size,
+                                   max_length=self.info.get('max_length'))
     def __call__(self, samples:list)->np.ndarray:
         if not samples: return np.zeros((0, len(self.labels)), dtype=np.float32)
         with torch.no_grad(): return F.softmax(self.head(self.features(samples)), -1).numpy()
@@ -407,17 +426,51 @@ class ListCollator:
 
 # %% ../nbs/03_train_modal.ipynb #4fe933dc
 def _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps, progress, seed, cuda):
-    "TRL `SFTConfig` for `sft_lora`: our collator, no dataset preparation, best checkpoint by eval loss"
+    "TRL `SFTConfig` for `sft_lora`: our collator, no dataset preparation, best checkpoint by eval loss, resumable checkpoints"
     from trl import SFTConfig
     return SFTConfig(output_dir=str(out/'checkpoints'), per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size, gradient_accumulation_steps=grad_accum, learning_rate=lr,
         num_train_epochs=epochs, max_steps=max_steps, lr_scheduler_type='constant_with_warmup', warmup_steps=0,
         eval_strategy='steps' if ev else 'no', eval_steps=eval_steps, save_strategy='steps' if ev else 'no',
-        save_steps=eval_steps, save_total_limit=1, save_only_model=True, load_best_model_at_end=ev,
+        save_steps=eval_steps, save_total_limit=1, save_only_model=False, load_best_model_at_end=ev,
         metric_for_best_model='eval_loss', greater_is_better=False, logging_steps=max(1, eval_steps//2),
-        report_to='none', disable_tqdm=not progress, seed=seed, data_seed=seed, use_cpu=not cuda, bf16=cuda,
+        report_to='none', disable_tqdm=not (progress and sys.stderr.isatty()), seed=seed, data_seed=seed, use_cpu=not cuda, bf16=cuda,
         gradient_checkpointing=cuda, remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True},
         max_length=None, dataloader_num_workers=0)
+
+def _callbacks(ev, patience, min_delta, tb_dir, on_checkpoint, log)->tuple:
+    "`sft_lora`'s callbacks, and its TensorBoard writer: early stopping, the finite guard, checkpoint metadata, one line per evaluation"
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers.integrations import TensorBoardCallback
+    class Guard(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            ps = [p for p in model.parameters() if p.requires_grad]
+            if ps and not bool(torch.stack([torch.isfinite(p).all() for p in ps]).all()):
+                check_finite(float('nan'), state.global_step, 'a LoRA weight')
+        def on_log(self, args, state, control, logs=None, **kw):
+            for k in ('loss', 'eval_loss'):
+                if k in (logs or {}): check_finite(logs[k], state.global_step, f"the {k.replace('_', ' ')}")
+            if log and 'eval_loss' in logs:
+                tl = next((h['loss'] for h in reversed(state.log_history) if 'loss' in h), None)
+                log(f"Step {state.global_step:5d}: eval_loss={logs['eval_loss']:.4f}" + (f" train_loss={tl:.4f}" if tl is not None else ''))
+        def on_save(self, args, state, control, **kw):
+            d = Path(args.output_dir)/f'checkpoint-{state.global_step}'
+            if on_checkpoint and d.is_dir(): atomic_write_json(d/'router.json', on_checkpoint(state.global_step))
+    cbs, writer = ([EarlyStoppingCallback(patience, min_delta)] if ev else []) + [Guard()], None
+    if tb_dir:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(tb_dir)); cbs.append(TensorBoardCallback(tb_writer=writer))
+    return cbs, writer
+
+def _quiet_trainer(tr):
+    "Drop the Trainer's raw log dicts (`{'loss': '5.106', ...}`); progress bars stay, on a terminal only"
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    tr.remove_callback(PrinterCallback)
+    if tr.pop_callback(ProgressCallback) is not None:
+        class Bars(ProgressCallback):
+            def on_log(self, *a, **k): pass
+        tr.add_callback(Bars())
+    return tr
 
 def sft_lora(model,                  # backbone (a copy is trained; the object passed in is left untouched)
              processor,              # its processor
@@ -436,39 +489,38 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
              min_delta:float=0.0,    # minimum improvement of eval loss
              seed:int=0,             # random seed
              tb_dir:str|Path=None,   # TensorBoard directory (None: no TensorBoard)
-             progress:bool=True,     # progress bar
+             progress:bool=True,     # progress bar (on a terminal only)
+             on_checkpoint=None,     # `on_checkpoint(step)` -> dict written as `router.json` into each checkpoint
+             resume:bool=False,      # continue from the last checkpoint in `{out}/checkpoints`
+             log=None,               # where one line per evaluation goes (None: silent)
             )->tuple:                # (trained PeftModel, metrics dict)
     "Train a LoRA with TRL's `SFTTrainer` on `encode`d rows; keep the best checkpoint by eval loss"
     import copy
     from peft import get_peft_model
     from trl import SFTTrainer
-    from transformers import EarlyStoppingCallback
-    from transformers.integrations import TensorBoardCallback
     out = Path(out); cuda = torch.cuda.is_available()
+    if resume and not list((out/'checkpoints').glob('checkpoint-*')):
+        raise ConfigError(f"{out/'checkpoints'}: no checkpoint to resume from; train again without --resume")
     pm = get_peft_model(copy.deepcopy(model), lora or lora_config())
     pm.print_trainable_parameters = lambda *a, **k: None
     ev = bool(val_items)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
         args = _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps, progress, seed, cuda)
-    cbs = [EarlyStoppingCallback(patience, min_delta)] if ev else []
-    writer = None
-    if tb_dir:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(tb_dir)); cbs.append(TensorBoardCallback(tb_writer=writer))
+    cbs, writer = _callbacks(ev, patience, min_delta, tb_dir, on_checkpoint, log)
     rows = list(train_items) + list(val_items or [])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
         tr = SFTTrainer(model=pm, args=args, train_dataset=index_dataset(0, len(train_items)),
                         eval_dataset=index_dataset(len(train_items), len(val_items)) if ev else None,
                         processing_class=processor, data_collator=ListCollator(rows, processor, encode), callbacks=cbs)
-    if not progress:
-        from transformers.trainer_callback import PrinterCallback
-        tr.remove_callback(PrinterCallback)
-    t0 = time.time()
+    _quiet_trainer(tr); t0 = time.time()
     try:
         with quiet_hf(), warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning); res = tr.train()
+            warnings.simplefilter('ignore', FutureWarning); res = tr.train(resume_from_checkpoint=True if resume else None)
+    except KeyboardInterrupt:   # a checkpoint cut off mid-save is not a checkpoint: only complete ones stay
+        if on_checkpoint: [shutil.rmtree(c) for c in (out/'checkpoints').glob('checkpoint-*') if not (c/'router.json').is_file()]
+        raise
     finally:
         if writer: writer.close()
     secs = time.time() - t0
@@ -574,7 +626,8 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                       backbone:tuple=None,     # an already loaded (model, processor); not modified
                       seed:int=0,              # random seed
                       log=print,               # progress lines
-                      progress:bool=True,      # progress bars
+                      progress:bool=True,      # progress bars (on a terminal only)
+                      resume:bool=False,       # continue from the last checkpoint in `{out}/checkpoints`
                      )->dict:                  # path, metrics and timings
     "Train the router LoRA with TRL SFT: the completion is the adapter's name (seed 002)"
     log = log or (lambda *a: None); registry = registry or load_registry(); labels = _labels(registry)
@@ -589,17 +642,18 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
         'Vision LoRA': vision_lora, 'Eval every N steps': eval_steps, 'Patience (evals)': patience, 'Base model': m.name_or_path})
     log(f"TensorBoard logs: {tb}\n")
     enc = lambda p, rows: encode_router(p, rows, labels, [answer_text(s['adapter'], p) for s in rows], max_length)
-    torch.manual_seed(seed)
-    pm, r_ = sft_lora(m, proc, aug, val_s, enc, out, lora_config(r, alpha, dropout, vision_lora), epochs, max_steps,
-                      batch_size, grad_accum, lr, eval_steps, patience, min_delta, seed, tb, progress)
-    val_acc = float((score_names(pm, proc, val_s, labels).argmax(1) == np.array([labels.index(s['adapter']) for s in val_s])).mean())
     info = dict(kind='lora', labels=labels, label_map=registry.label_map, base_model_id=m.name_or_path,
                 backbone=backbone_fingerprint(m), prompt_version=PROMPT_VERSION, system_prompt=router_system_prompt(labels),
                 answers={n: answer_text(n, proc) for n in labels}, dataset=meta, data=dict(train=str(tr_path), val=str(va_path)),
-                metrics=dict(r_, val_acc=round(val_acc, 4)), created_at=datetime.now().isoformat(timespec='seconds'),
                 package_version=moe_router.__version__, train_args=dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                 lr=lr, r=r, alpha=alpha, dropout=dropout, grad_accum=grad_accum, vision_lora=vision_lora,
                 text_only_frac=text_only_frac, seed=seed))
+    ckpt = lambda step: dict(info, metrics=dict(checkpoint_step=step), created_at=datetime.now().isoformat(timespec='seconds'))
+    torch.manual_seed(seed)
+    pm, r_ = sft_lora(m, proc, aug, val_s, enc, out, lora_config(r, alpha, dropout, vision_lora), epochs, max_steps,
+                      batch_size, grad_accum, lr, eval_steps, patience, min_delta, seed, tb, progress, ckpt, resume, log)
+    val_acc = float((score_names(pm, proc, val_s, labels).argmax(1) == np.array([labels.index(s['adapter']) for s in val_s])).mean())
+    info.update(metrics=dict(r_, val_acc=round(val_acc, 4)), created_at=datetime.now().isoformat(timespec='seconds'))
     final = save_adapter(pm, out/'final', info)
     log(f"steps={r_['steps']} best_eval_loss={r_['best_eval_loss']} val_acc={val_acc:.4f} ({r_['train_secs']}s)")
     log(f"✅ Router LoRA saved to {final}")
@@ -607,9 +661,9 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
 
 # %% ../nbs/03_train_modal.ipynb #8bf9fab0
 ROUTER_DEFAULTS = dict(
-    head=dict(epochs=100, lr=1e-4, out=None, flags=('pooling',)),
+    head=dict(epochs=100, lr=1e-4, out=None, flags=('pooling', 'max_length')),
     lora=dict(epochs=3, lr=2e-4, out='/output/router-lora',
-              flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora')))
+              flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora', 'resume')))
 
 # %% ../nbs/03_train_modal.ipynb #5b2ec76e
 @contextmanager

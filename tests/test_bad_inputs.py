@@ -460,7 +460,7 @@ def test_skip_invalid_counts_and_reports(world, tmp_path, run, request):
     skipped = json.loads((tmp_path/'out'/'metadata.json').read_text())['skipped']
     assert skipped['calendar']['invalid_record'] == 1 and skipped['calendar']['missing_image'] >= 1, skipped
     assert f"skipped: {skipped['calendar']}" in r.stdout, r.stdout
-    assert not list(tmp_path.glob('*.partial'))
+    assert not list(tmp_path.glob('*.partial*'))
     record(request, 'generate --skip-invalid: counted and reported', 0, True)
 
 @pytest.fixture(scope='module')
@@ -538,7 +538,7 @@ def test_sigkill_mid_build_leaves_nothing_complete(world, tmp_path, run, request
     assert p.returncode == -signal.SIGKILL
     assert not (tmp_path/'out').exists(), 'a killed build left the final dataset directory'
     leftovers = [d for d in tmp_path.iterdir()]
-    assert all(d.name == 'out.partial' for d in leftovers), leftovers
+    assert all(re.fullmatch(r'\.out\.partial-[\w-]+', d.name) for d in leftovers), leftovers  # this run's own partial directory
     complete = []
     for d in leftovers:                             # what is left is the .partial directory, and nothing may accept it
         try: load_split(d, 'train'); complete.append(d.name)
@@ -549,7 +549,7 @@ def test_sigkill_mid_build_leaves_nothing_complete(world, tmp_path, run, request
     assert not complete, f"a killed build left a directory that loads as a dataset: {complete}"
     r = run(gen_args(world, tmp_path, world['experts']['calendar']), tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path/'out'/'metadata.json').is_file() and not list(tmp_path.glob('*.partial'))
+    assert (tmp_path/'out'/'metadata.json').is_file() and not list(tmp_path.glob('*.partial*'))
 
 def test_same_seed_byte_identical(world, tmp_path, run, request):
     "Two builds with the same seed write byte-identical split files; metadata differs only in its time and place"
