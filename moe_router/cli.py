@@ -176,8 +176,8 @@ def train_cli(router:str='head',          # router kind: head or lora
                           registry=load_registry(config) if config else None)
         res = run_train(router, backend, **kw)
     except BAD_INPUT as e: fail(e)
-    except KeyboardInterrupt: interrupted(f"nothing was saved" if router == 'head' else
-                                          f"checkpoints so far are in {Path(out)/'checkpoints'}; add --resume to continue")
+    except KeyboardInterrupt: interrupted("nothing was saved" if router == 'head' else
+                                          f"checkpoints so far are in {Path(kw['out'])/'checkpoints'}; add --resume to continue")
     print(json.dumps({k: v for k, v in res.items() if k != 'history'}, indent=2, default=str))
     return res
 
