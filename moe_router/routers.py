@@ -223,7 +223,7 @@ def load_weights(path:str|Path, # a file written by `torch.save`
     "`torch.load(weights_only=True)`: plain tensors, numbers, strings, lists and dicts; a clear error for anything else"
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        if 'Weights only load failed' in str(e):
+        if 'Unsupported global' in str(e):   # a pickle naming Python classes (garbage fails differently)
             raise ConfigError(f"{path}: {what} holds Python objects besides tensors, numbers, strings, lists and dicts; "
                               f"moe_router reads it with weights_only=True and never runs code from a file. Re-save it "
                               f"with plain types (or as .safetensors)") from None
