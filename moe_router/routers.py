@@ -400,8 +400,8 @@ def check_adapter_dir(d:str|Path,          # a PEFT adapter directory
     "Check a PEFT adapter directory before PEFT sees it: its config parses, its weights exist, a `.bin` is weights only"
     d = Path(d); cf = d/'adapter_config.json'
     if not cf.is_file():
-        raise ConfigError(f"{what}: no adapter_config.json in {d}; point at a PEFT adapter directory (one saved with "
-                          "save_pretrained) or its training run")
+        raise ConfigError(f"{what}: no adapter_config.json in {d} ({cf} not found); point at a PEFT adapter directory "
+                          "(one saved with save_pretrained) or its training run")
     try: cfg = json.loads(cf.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ConfigError(f"{what}: {cf} is not valid JSON ({e}); re-save the adapter") from None
     if not isinstance(cfg, dict) or 'peft_type' not in cfg:
