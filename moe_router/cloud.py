@@ -6,19 +6,21 @@ Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 
 # %% auto #0
 __all__ = ['GPU_PINS', 'GPU', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VOLUMES', 'data_vol', 'ckpt_vol', 'out_vol',
-           'RULE60', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'upload_dataset',
-           'fetch_dataset', 'find_latest_dataset', 'verify_datasets', 'assemble_dataset', 'generate_routing_data',
-           'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard',
-           'router_train', 'router_path', 'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages',
+           'hist_vol', 'ENV_KEYS', 'RULE60', 'caller_env', 'apply_env', 'volume_table', 'in_container',
+           'commit_volumes', 'reload_volumes', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'find_latest_dataset',
+           'verify_datasets', 'assemble_dataset', 'generate_routing_data', 'modal_train_router_head',
+           'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard', 'router_train',
+           'router_path', 'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages',
            'modal_credentials', 'upload_run', 'download_eval', 'demo_stages_modal']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
-import json, os, time
+import json, os, re, time
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 import modal
 from .config import ConfigError, DatasetError, env_settings, atomic_dir, fail
-from .datagen import build_routing_dataset, expert_paths, verify_expert_datasets, latest_deployed_dataset
+from .datagen import (build_routing_dataset, expert_paths, verify_expert_datasets, latest_deployed_dataset,
+                               load_metadata, update_latest, LATEST_RE)
 from .routers import train_head, train_router_lora, ROUTER_DEFAULTS
 from .evaluate import evaluate_dir
 from .infer import StackedPipeline, InferenceService, run_dataset, dataset_report, infer_one
@@ -41,9 +43,22 @@ serve_image = image.pip_install("fastapi[standard]")  # the web endpoint's image
 
 VOLUME_SPECS = {"/datasets": ("moe-lora-data", "the experts' datasets and the routing datasets"),
                 "/checkpoints": ("moe-lora-checkpoints", "task LoRAs and the Hugging Face cache (HF_HOME)"),
-                "/output": ("routing-output", "router checkpoints, evaluations, TensorBoard logs")}
+                "/output": ("routing-output", "router checkpoints, evaluations, TensorBoard logs"),
+                "/history": (os.environ.get('MOE_ROUTER_HISTORY_VOLUME', 'claimhawk-training-history'),
+                             "the original's training history, `<expert>/runs.jsonl` (name: $MOE_ROUTER_HISTORY_VOLUME)")}
 VOLUMES = {mount: modal.Volume.from_name(name, create_if_missing=True) for mount, (name, _) in VOLUME_SPECS.items()}
-data_vol, ckpt_vol, out_vol = VOLUMES.values()
+data_vol, ckpt_vol, out_vol, hist_vol = VOLUMES.values()
+ENV_KEYS = ('BASE_MODEL_ID', 'TRAIN_DATA', 'VAL_DATA', 'ROUTER_OUT')   # seed 003's settings, read on the caller's machine
+
+def caller_env()->dict:
+    "Seed 003's settings as set on this machine, to pass to a Modal function (its container has its own environment)"
+    return {k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)}
+
+def apply_env(env:dict|None):
+    "In a Modal function: make the caller's settings this process's environment (`env_settings` reads them)"
+    bad = set(env or {}) - set(ENV_KEYS)
+    if bad: raise ConfigError(f"unknown settings {sorted(bad)}; expected some of {list(ENV_KEYS)}")
+    os.environ.update(env or {})
 
 # %% ../nbs/07_cloud.ipynb #9701a99a
 def volume_table()->list: # one dict per volume: `volume`, `mount`, `holds`
@@ -68,38 +83,54 @@ def reload_volumes(*vols):
 # %% ../nbs/07_cloud.ipynb #ec4648cc
 RULE60 = '=' * 60
 
+def volume_dir(remote_dir:str,          # `--remote-dir`: a path as the Modal functions see it, or inside the volume
+               mount:str='/datasets',   # where the functions mount the volume
+              )->str:                   # the directory inside the volume ('' for its root)
+    "`/datasets`, `datasets` or '' -> the volume root; `/datasets/x` or `x` -> `x`"
+    parts = [p for p in (remote_dir or '').strip('/').split('/') if p]
+    if parts[:1] == [mount.strip('/')]: parts = parts[1:]
+    return '/'.join(parts)
+
+def _upload_plan(d:Path, remote:str)->list:
+    files = sorted((p for p in d.iterdir() if p.is_file()), key=lambda p: (p.name == 'metadata.json', p.name))  # metadata last
+    return [(f, f"{remote}{f.name}") for f in files]
+
 def upload_dataset(dataset_dir:str|Path,   # local routing dataset directory
                    volume:str='moe-lora-data', # Modal volume name
-                   remote_dir:str='datasets',  # directory inside the volume
+                   remote_dir:str='/datasets', # where it goes, as the Modal functions see it (`/datasets` is the volume root)
                    dry_run:bool=False,     # print the plan only
                    vol=None,               # a `modal.Volume` (default: looked up by name, created if missing)
                    log=print,              # where the report goes
+                   latest:bool=True,       # also refresh `{prefix}_latest` (a copy) when the name is `{prefix}_YYYYmmdd_HHMMSS`
                   )->list:                 # `[(local file, remote path)]`
-    "Upload a routing dataset to a Modal volume"
+    "Upload a routing dataset to a Modal volume (to `/datasets/{name}/` as the functions see it)"
     log = log or (lambda *a: None)
     d = Path(dataset_dir)
     if not (d/'metadata.json').is_file():
         raise DatasetError(f"{d}: not a routing dataset (no metadata.json in {d.absolute()}); pass a directory written by moe-router-generate")
-    files = sorted((p for p in d.iterdir() if p.is_file()), key=lambda p: (p.name == 'metadata.json', p.name))  # metadata last
-    name = d.resolve().name
-    remote = f"{remote_dir.strip('/')}/{name}/" if remote_dir.strip('/') else f"{name}/"
+    load_metadata(d)   # refuses a `.partial` directory left by a killed build
+    name, sub = d.resolve().name, volume_dir(remote_dir)
+    remote = f"{sub}/{name}/" if sub else f"{name}/"
+    plan = _upload_plan(d, remote)
+    m = re.fullmatch(rf"(.+)_{LATEST_RE}", name) if latest else None
+    if m: plan += [(f, r.replace(f"{name}/", f"{m[1]}_latest/", 1)) for f, r in _upload_plan(d, remote)]
     log(RULE60); log(f"Uploading Dataset: {name}"); log(RULE60)
     log(f"Local directory:  {d.resolve()}"); log(f"Modal volume:     {volume}"); log(f"Remote path:      {remote}")
-    log(f"Files to upload:  {len(files)}"); log(RULE60); log()
+    log(f"Files to upload:  {len(plan)}"); log(RULE60); log()
     if not dry_run: vol = vol or modal.Volume.from_name(volume, create_if_missing=True)
-    plan = [(f, f"{remote}{f.name}") for f in files]
     for f, r in plan:
         log(f"Uploading {f.name} -> {volume}:{r}")
         if dry_run: log("  (dry run: not uploaded)")
         else:
-            with vol.batch_upload() as b: b.put_file(f, '/'+r)
+            with vol.batch_upload(force=True) as b: b.put_file(f, '/'+r)
             log("  ✓ Success")
         log()
-    log(RULE60)
-    if dry_run: log("✓ Dry run complete!"); log(f"  Would upload {len(files)} file(s) to {volume}:{remote}")
-    else: log("✓ Upload complete!"); log(f"  Uploaded {len(files)} file(s) to {volume}:{remote}")
+    log(RULE60); log(f"✓ {'Dry run complete!' if dry_run else 'Upload complete!'}")
+    log(f"  {'Would upload' if dry_run else 'Uploaded'} {len(plan)} file(s) to {volume}:{remote} (/datasets/{remote} in the functions)"
+        + (f"; {m[1]}_latest/ gets a copy" if m else ''))
     log(RULE60)
     return plan
+
 
 # %% ../nbs/07_cloud.ipynb #ce44d434
 def fetch_dataset(dataset:str,                 # dataset directory inside the volume, e.g. `calendar/v2`
@@ -131,21 +162,21 @@ def find_latest_dataset(expert:str, history, cache_dir='.cache/moe_router/datase
 # %% ../nbs/07_cloud.ipynb #28a6f7a0
 @app.function(image=image, volumes=VOLUMES, timeout=600)
 def verify_datasets(experts:dict|None=None, # `{adapter: dataset path}`; None: the history or the registry
-                    history:str|None=None,  # training-history file naming the latest dataset per expert
+                    history:str|None=None,  # training history: `/history` (the history volume, `<expert>/runs.jsonl`) or a file
                     root:str='/datasets',   # where the data volume is mounted
                    )->dict:
     "Check that each expert's dataset exists on the volume"
-    reload_volumes(data_vol)
+    reload_volumes(data_vol, hist_vol)
     return verify_expert_datasets(expert_paths(experts, history, root))
 
 @app.function(image=image, volumes=VOLUMES, timeout=3*3600)
 def assemble_dataset(experts:dict|None=None, history:str|None=None, root:str='/datasets', out_root:str='/datasets',
                      prefix:str='routing', **kw)->str: # `kw`: `build_routing_dataset`'s sizes, split and seed
-    "Build a routing dataset on the volume from the experts' datasets on the volume; returns its path"
-    reload_volumes(data_vol)
+    "Build a routing dataset on the volume from the experts' datasets on the volume; returns its path (`{prefix}_latest` copies it)"
+    reload_volumes(data_vol, hist_vol)
     ex = expert_paths(experts, history, root); verify_expert_datasets(ex)
     out = build_routing_dataset(ex, Path(out_root)/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S}", prefix=prefix, **kw)
-    commit_volumes(data_vol)
+    update_latest(out, prefix); commit_volumes(data_vol)
     return str(out)
 
 # %% ../nbs/07_cloud.ipynb #70118c9f
@@ -157,7 +188,7 @@ def generate_routing_data(prefix:str='routing',        # prefix of the dataset d
                           seed:int=42,                 # random seed
                           ocr_samples:int=0,           # synthetic OCR samples in train + val
                           hard_pair_frac:float=0.5,    # share of OCR samples that are hard pairs
-                          history:str='',              # training-history file naming the latest dataset per expert
+                          history:str='',              # training history: /history is the claimhawk-training-history volume ($MOE_ROUTER_HISTORY_VOLUME)
                          ):
     "`modal run -m moe_router.cloud::generate_routing_data --seed 42 ...`: verify the experts' datasets, then build a routing dataset on the volume"
     hist = history or None
@@ -168,40 +199,49 @@ def generate_routing_data(prefix:str='routing',        # prefix of the dataset d
 # %% ../nbs/07_cloud.ipynb #6349d60a
 @app.function(name='train_router_head', gpu=GPU, image=image, volumes=VOLUMES, timeout=6*3600)
 def modal_train_router_head(dataset_dir:str=None, # dataset directory on the volume, e.g. /datasets/routing_...
-                            out:str='/output',     # output on the routing-output volume
+                            out:str=None,          # output on the routing-output volume (default ROUTER_OUT, /output/router-head.pt)
                             model:str=None,        # base model id (default BASE_MODEL_ID)
+                            env:dict=None,         # the caller's BASE_MODEL_ID, TRAIN_DATA, VAL_DATA, ROUTER_OUT (`caller_env()`)
                             **kw)->dict:           # other `train_head` arguments
     "Modal GPU: `train_head` on the volumes"
-    reload_volumes(data_vol); res = train_head(dataset_dir, out, model, **kw); commit_volumes(out_vol); return res
+    apply_env(env); reload_volumes(data_vol); res = train_head(dataset_dir, out, model, **kw); commit_volumes(out_vol); return res
 
 @app.function(name='train_router_lora', gpu=GPU, image=image, volumes=VOLUMES, timeout=12*3600)
 def modal_train_router_lora(dataset_dir:str=None, # dataset directory on the volume
                             out:str='/output/router-lora', # run directory on the routing-output volume
                             model:str=None,        # base model id (default BASE_MODEL_ID)
+                            env:dict=None,         # the caller's settings (`caller_env()`)
                             **kw)->dict:           # other `train_router_lora` arguments
     "Modal GPU: `train_router_lora` on the volumes"
-    reload_volumes(data_vol); res = train_router_lora(dataset_dir, out, model, **kw); commit_volumes(out_vol); return res
+    apply_env(env); reload_volumes(data_vol); res = train_router_lora(dataset_dir, out, model, **kw); commit_volumes(out_vol); return res
 
 @app.function(name='evaluate', gpu=GPU, image=image, volumes=VOLUMES, timeout=2*3600)
-def modal_evaluate(router_path:str='/output/router-head.pt', # router checkpoint on a volume
-                   dataset_dir:str=None,  # routing dataset directory on the volume
-                   split:str='test',      # which split
-                   out:str='/output/eval',# where router-eval.json and the plots go
-                  )->dict:                # the metrics
+def modal_evaluate(router_path:str=None,  # router checkpoint on a volume (default ROUTER_OUT)
+                   dataset_dir:str=None,  # routing dataset directory on the volume (default /datasets/routing_latest)
+                   split:str='test',      # which split; `test` falls back to `val` when the dataset has no test.jsonl
+                   out:str='/output',     # where router-eval.json (seed 003's /output/router-eval.json) and the plots go
+                   env:dict=None,         # the caller's settings (`caller_env()`)
+                  )->dict:                # the metrics, with `split` and `note`
     "Modal GPU: evaluate a router on a routing dataset split (writes `{out}/router-eval.json`)"
-    reload_volumes(data_vol, out_vol)
+    apply_env(env); reload_volumes(data_vol, out_vol)
+    router_path, dataset_dir = router_path or env_settings()['router_out'], dataset_dir or '/datasets/routing_latest'
+    note = None
+    if split == 'test' and not (Path(dataset_dir)/'test.jsonl').is_file():
+        split, note = 'val', f"{dataset_dir} has no test.jsonl (seed 003 datasets have none): evaluated on val.jsonl"
+        print(note)
     ev = evaluate_dir(router_path, dataset_dir, split=split, out=out); commit_volumes(out_vol)
-    return ev.metrics
+    return dict(ev.metrics, split=split, note=note, router_eval=str(Path(out)/'router-eval.json'))
 
 @app.function(name='infer', gpu=GPU, image=image, volumes=VOLUMES, timeout=3600)
 def modal_infer(prompt:str,                              # the instruction
                 router_path:str='/output/router-head.pt', # router checkpoint on a volume
                 image_path:str=None,                      # screenshot on a volume, or None
                 loras=None,                               # loras.json path or dict; None: registry lora_path
-                model:str=None,                           # base model id (default BASE_MODEL_ID)
+                model:str=None,                           # base model id (default: the router checkpoint's)
+                env:dict=None,                            # the caller's settings (`caller_env()`)
                )->dict:
     "Modal GPU: route one prompt and answer it with the chosen expert"
-    reload_volumes(out_vol, ckpt_vol); return infer_one(prompt, router_path, image_path, loras, model)
+    apply_env(env); reload_volumes(out_vol, ckpt_vol); return infer_one(prompt, router_path, image_path, loras, model)
 
 @app.function(name='tensorboard', image=image, volumes={'/output': out_vol})
 @modal.concurrent(max_inputs=100)
@@ -215,21 +255,21 @@ def modal_tensorboard():
 @app.local_entrypoint()
 def router_train(mode:str='train', router:str='head', dataset_dir:str='', data_path:str='', eval_data_path:str='',
          epochs:float=0, batch_size:int=8, lr:float=0, patience:int=5, min_delta:float=0.001, prompt:str='',
-         model:str='', out:str='', router_path:str='', image_path:str=''):
-    "Seed 003's `router_train.py` modes on Modal: train, eval or infer"
-    opt = lambda v: v or None
+         model:str='', out:str='', router_path:str='', image_path:str='', loras:str=''):
+    "Seed 003's `router_train.py` modes on Modal: train, eval or infer; BASE_MODEL_ID, TRAIN_DATA, VAL_DATA, ROUTER_OUT travel along"
+    opt, env = (lambda v: v or None), caller_env()
     if mode == 'train':
         d = ROUTER_DEFAULTS[router]
         kw = dict(dataset_dir=opt(dataset_dir), data_path=opt(data_path), eval_data_path=opt(eval_data_path),
                   model=opt(model), epochs=epochs or d['epochs'], batch_size=batch_size, lr=lr or d['lr'],
-                  patience=patience, min_delta=min_delta, out=out or d['out'])
+                  patience=patience, min_delta=min_delta, out=opt(out) or d['out'], env=env)
         fn = modal_train_router_head if router == 'head' else modal_train_router_lora
         res = fn.remote(**kw)
     elif mode == 'eval':
-        res = modal_evaluate.remote(router_path or '/output/router-head.pt', opt(dataset_dir), out=out or '/output/eval')
+        res = modal_evaluate.remote(opt(router_path), opt(dataset_dir), out=out or '/output', env=env)
     elif mode == 'infer':
         if not prompt: raise SystemExit("error: --mode infer needs --prompt")
-        res = modal_infer.remote(prompt, router_path or '/output/router-head.pt', opt(image_path))
+        res = modal_infer.remote(prompt, opt(router_path) or env_settings()['router_out'], opt(image_path), opt(loras), opt(model), env=env)
     else: raise SystemExit(f"error: unknown --mode {mode!r}; use train, eval or infer")
     print(json.dumps({k: v for k, v in res.items() if k != 'history'}, indent=2, default=str))
 

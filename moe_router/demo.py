@@ -257,9 +257,12 @@ def finish_demo(out:Path,     # the run directory
                 t0:float,     # `time.perf_counter()` at the start
                 log=print,    # where the last lines go
                )->dict:       # figures, times, seed, paths, total seconds
-    "Stage 7: write `demo.json` and `summary.md` (last), print where they are and the total time"
+    "Stage 7: write `loras.json`, `demo.json` and `summary.md` (last), print where they are and the total time"
     with stage(7, times, log):
         res = dict(figures=figures, times=times, seed=seed, out=str(out))
+        tasks = sorted(d.name for d in (out/'task').iterdir() if d.is_dir()) if (out/'task').is_dir() else []
+        if tasks:   # the stack as `moe-router-infer --loras` reads it; paths relative to the file, so the run can move
+            res['loras'] = str(atomic_write_json(out/'loras.json', {**{n: f"task/{n}" for n in tasks}, 'ocr': 'base'}))
         atomic_write_json(out/'demo.json', res)
         atomic_write_text(out/'summary.md', summary_markdown(figures, times, out, seed))
         (out/'demo.partial').unlink(missing_ok=True)

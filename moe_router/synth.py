@@ -12,7 +12,7 @@ __all__ = ['SYSTEM_PROMPTS', 'CAL_SIZE', 'WEEKDAYS', 'CLAIM_SIZE', 'PROVIDERS', 
            'expert_record', 'font', 'text', 'center', 'text_c', 'button', 'field', 'render_calendar', 'claim_state',
            'draw_claim_header', 'draw_procedures', 'draw_claim_footer', 'draw_dropdown', 'render_claim',
            'calendar_scene', 'claim_scene', 'provider_scene', 'expert_records', 'write_expert_dataset',
-           'make_synthetic_experts', 'ocr_prompt', 'ocr_samples', 'hard_pairs']
+           'make_synthetic_experts', 'claimhawk_sample', 'ocr_prompt', 'ocr_samples', 'hard_pairs']
 
 # %% ../nbs/02_ocr_synth.ipynb #bf905c23
 import calendar as _cal, json, random, sys
@@ -453,6 +453,31 @@ def make_synthetic_experts(out:str|Path,         # directory to create; must not
             write_expert_dataset(tmp/e, e, per_expert, seed, 'train', **kw)
             if test_per_expert: write_expert_dataset(tmp/e, e, test_per_expert, seed, 'test', **kw)
     return {e: out/e for e in experts}
+
+# %% ../nbs/02_ocr_synth.ipynb #2cecd605
+def _pick(expert, task_type, seed):
+    "The first record of `expert` with `task_type`, its own screenshot and the answer after a newline"
+    return next((r, im) for r, im in expert_records(expert, 200, seed=seed)
+                if im is not None and r['metadata']['task_type'] == task_type and r['conversations'][-1]['value'].startswith('\n')
+                and r['metadata'].get('scroll_direction', 'down') == 'down')
+
+def claimhawk_sample(out:str|Path, # directory to create (`data.jsonl`, `images/`)
+                     seed:int=0,   # random seed
+                    )->Path:       # `out`
+    "Three records in the real claimhawk sample's format and variants, with screenshots drawn here"
+    recs = []
+    with atomic_dir(out) as d:
+        (d/'images').mkdir()
+        for expert, task, rid, ext in [('calendar', 'click_calendar_day', 'calendar-days_00000', 'png'),
+                                       ('claim-window', 'scroll-grid', 'edit-claim-window_00001', 'jpg'),
+                                       ('provider-select', 'provider-dropdown', 'edit-claim-window_task_00002', 'jpg')]:
+            r, im = _pick(expert, task, seed)
+            img = f"images/{rid.replace('_task', '')}.{ext}"
+            (im.convert('RGB').save(d/img, quality=90) if ext == 'jpg' else im.save(d/img))
+            recs.append({**r, 'id': rid, 'image': img})
+        write_jsonl(d/'data.jsonl', recs)
+    return Path(out)
+
 
 # %% ../nbs/02_ocr_synth.ipynb #14aef5d2
 OCR_PROMPTS = [
