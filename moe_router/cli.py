@@ -26,19 +26,22 @@ def synth_cli(out:str=None,          # directory to create for the expert datase
               per_expert:int=60,     # training records per expert
               seed:int=0,            # random seed
               test_per_expert:int=0, # test records per expert (0 writes no test.jsonl)
+              ambiguous_frac:float=0.0, # share of records whose instruction comes from the pool shared by all experts (0..1)
              ):
     "Write synthetic calendar, claim-window and provider-select expert datasets"
-    from moe_router.synth import make_synthetic_experts
+    from moe_router.synth import make_synthetic_experts, check_frac
     try:
         if not out: raise ConfigError("--out is required: the directory to create")
         check_out(out)
-        dirs = make_synthetic_experts(out, per_expert=per_expert, seed=seed, test_per_expert=test_per_expert)
+        check_frac(ambiguous_frac, '--ambiguous-frac')
+        dirs = make_synthetic_experts(out, per_expert=per_expert, seed=seed, test_per_expert=test_per_expert,
+                                      ambiguous_frac=ambiguous_frac)
     except BAD_INPUT as e: fail(e)
     except KeyboardInterrupt: interrupted("nothing was written")
     for e, p in dirs.items():
         n_img = sum(1 for _ in (p/'images').iterdir())
         print(f"{e:16s} {per_expert:6d} train  {test_per_expert:5d} test  {n_img:6d} images  -> {p}")
-    print(f"wrote {len(dirs)} expert datasets under {out} (seed {seed})")
+    print(f"wrote {len(dirs)} expert datasets under {out} (seed {seed}, ambiguous {ambiguous_frac:g})")
     return dirs
 
 # %% ../nbs/08_cli.ipynb #a11e0001

@@ -7,14 +7,15 @@ Docs: https://moe-router.github.io/moe_router/eval_confusion.html.md"""
 # %% auto #0
 __all__ = ['PLACEHOLDER', 'CSS', 'FnRouter', 'as_router', 'gold_labels', 'router_probs', 'confusion', 'confusion_dict',
            'confusion_from_dict', 'per_class_metrics', 'calibration', 'selective_curve', 'threshold_for',
-           'eval_metrics', 'RouterEval', 'evaluate', 'split_labels', 'evaluate_dir', 'fig_png', 'heatmap',
-           'plot_confusion', 'confusion_figure', 'reliability_figure', 'coverage_figure', 'Table', 'top_confusions',
-           'Markdown', 'explain', 'accuracy_by', 'thumbnail_uri', 'cell_html', 'confusion_html', 'check_comparable',
-           'ThumbCache', 'Explorer', 'threshold_view', 'threshold_html', 'disagreements', 'disagreements_html',
-           'cell_records', 'explore', 'predictions', 'eval_json', 'read_eval', 'headline', 'report_html', 'TfidfRouter',
-           'compare', 'diff_confusion', 'diff_figure', 'agreement', 'score_outputs', 'expert_domain_accuracy',
-           'expected_accuracy', 'misroute_cost', 'end_to_end', 'costly_misroutes', 'cost_figure', 'is_eval_file',
-           'write_comparison', 'run_eval', 'confusion_text', 'summary_text', 'saved_eval']
+           'eval_metrics', 'text_only_metrics', 'RouterEval', 'without_images', 'evaluate', 'split_labels',
+           'evaluate_dir', 'fig_png', 'heatmap', 'plot_confusion', 'confusion_figure', 'reliability_figure',
+           'coverage_figure', 'Table', 'top_confusions', 'Markdown', 'explain', 'accuracy_by', 'thumbnail_uri',
+           'cell_html', 'confusion_html', 'check_comparable', 'ThumbCache', 'Explorer', 'threshold_view',
+           'threshold_html', 'disagreements', 'disagreements_html', 'cell_records', 'explore', 'predictions',
+           'eval_json', 'read_eval', 'headline', 'report_html', 'TfidfRouter', 'compare', 'diff_confusion',
+           'diff_figure', 'agreement', 'score_outputs', 'expert_domain_accuracy', 'expected_accuracy', 'misroute_cost',
+           'end_to_end', 'costly_misroutes', 'cost_figure', 'is_eval_file', 'write_comparison', 'run_eval',
+           'confusion_text', 'summary_text', 'saved_eval']
 
 # %% ../nbs/04_eval_confusion.ipynb #c3691217
 import base64, html, io, json, re, sys
@@ -126,10 +127,11 @@ def per_class_metrics(gold:np.ndarray, # gold label indices
                       pred:np.ndarray, # predicted label indices
                       labels:list,     # adapter names in label order
                      )->dict:          # `per_class`, `macro_avg`, `weighted_avg`
-    "Per-class precision/recall/F1/support and their macro and weighted averages (scikit-learn)"
-    idx = list(range(len(labels)))
+    "Per-class precision/recall/F1/support; averages over the labels present in `gold` or `pred` (others: None, shown n/a)"
+    idx = sorted(set(np.asarray(gold).tolist()) | set(np.asarray(pred).tolist())) or [0]
     p, r, f, s = precision_recall_fscore_support(gold, pred, labels=idx, zero_division=0)
-    res = {'per_class': {n: dict(precision=_r4(p[i]), recall=_r4(r[i]), f1=_r4(f[i]), support=int(s[i])) for i, n in enumerate(labels)}}
+    res = {'per_class': {n: dict(precision=None, recall=None, f1=None, support=0) for n in labels}}
+    for j, i in enumerate(idx): res['per_class'][labels[i]] = dict(precision=_r4(p[j]), recall=_r4(r[j]), f1=_r4(f[j]), support=int(s[j]))
     for avg in ('macro', 'weighted'):
         p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=idx, average=avg, zero_division=0)
         res[f'{avg}_avg'] = dict(precision=_r4(p), recall=_r4(r), f1=_r4(f), support=int(len(gold)))
@@ -190,6 +192,15 @@ def eval_metrics(gold:np.ndarray,        # gold label indices
                                curve=curve))
 
 # %% ../nbs/04_eval_confusion.ipynb #2e9eb9d8
+def text_only_metrics(gold:np.ndarray,  # gold label indices
+                      probs:np.ndarray, # `(n, k)` probabilities of the samples routed on their text alone
+                      labels:list,      # adapter names in label order
+                     )->dict:           # accuracy, correct, total, macro F1 and confusion matrix
+    "What is left of a router without the screenshot"
+    pred = np.asarray(probs).argmax(1); ok = pred == gold
+    return dict(accuracy=_r4(ok.mean()) if len(ok) else None, correct=int(ok.sum()), total=int(len(ok)),
+                macro_f1=per_class_metrics(gold, pred, labels)['macro_avg']['f1'], confusion_matrix=confusion(gold, pred, len(labels)).tolist())
+
 class RouterEval:
     "One router on one split: samples, probabilities, metrics, and the samples behind every confusion cell"
     def __init__(self, labels:list,     # adapter names in label order
@@ -199,7 +210,8 @@ class RouterEval:
                  kind:str|None=None,    # router kind ('head', 'lora', 'baseline', ...)
                  target_accuracy:float=0.95, # target for the selective-routing threshold
                  n_bins:int=10,         # calibration bins
-                 info:dict|None=None):  # provenance written to the JSON (dataset, split, router path, ...)
+                 info:dict|None=None,   # provenance written to the JSON (dataset, split, router path, ...)
+                 text_only_probs:np.ndarray|None=None): # `(n, k)` probabilities of the same samples routed without their image
         self.labels, self.samples, self.probs = list(labels), list(samples), np.asarray(probs, float)
         self.name, self.kind, self.info = name, kind, dict(info or {})
         self.gold = gold_labels(self.samples, self.labels, self.info.get('where', 'samples'))
@@ -207,6 +219,7 @@ class RouterEval:
         self.correct = self.pred == self.gold
         self.cm = confusion(self.gold, self.pred, len(self.labels))
         self.metrics = eval_metrics(self.gold, self.probs, self.labels, target_accuracy, n_bins)
+        self.metrics['text_only'] = None if text_only_probs is None else text_only_metrics(self.gold, text_only_probs, self.labels)
 
     @property
     def accuracy(self)->float: "Share of samples routed to their gold adapter"; return self.metrics['accuracy']
@@ -215,6 +228,10 @@ class RouterEval:
         return f"RouterEval({self.name}: accuracy {self.accuracy:.4f} ({self.metrics['correct']}/{self.metrics['total']}), labels {self.labels})"
 
 # %% ../nbs/04_eval_confusion.ipynb #c1a05d78
+def without_images(samples:list)->list:
+    "The samples as text-only requests: no `image`, no `image_path`, `route_text_only` set"
+    return [dict(s, image=None, image_path=None, route_text_only=True) for s in samples]
+
 def evaluate(router,                     # a router, a checkpoint path, or a callable returning probabilities
              samples:list,               # routing samples (`text`, `adapter`/`label`, `image_path`)
              labels:list|None=None,      # the dataset's adapter names in label order (required for a bare callable)
@@ -226,6 +243,7 @@ def evaluate(router,                     # a router, a checkpoint path, or a cal
              progress:bool=True,         # progress bar while routing
              info:dict|None=None,        # provenance for the JSON (dataset, split, ...)
              load_kw:dict|None=None,     # passed to `routers.load_router` for a path (e.g. `model`, `processor`)
+             text_only:bool=True,        # also route every sample without its screenshot (`metrics['text_only']`)
             )->RouterEval:
     "Route `samples` with `router` and compute every metric; write them to `out` if given"
     info = dict(info or {}); where = info.setdefault('where', 'samples')
@@ -235,9 +253,11 @@ def evaluate(router,                     # a router, a checkpoint path, or a cal
     router = as_router(router, labels, where=info.get('router', name or 'router'), **(load_kw or {}))
     gold_labels(samples, list(router.labels), where)
     probs = router_probs(router, samples, batch_size, progress)
+    tprobs = router_probs(router, without_images(samples), batch_size, False) if text_only else None
     kind = getattr(router, 'kind', None)
     ev = RouterEval(router.labels, samples, probs, name=name or getattr(router, 'name', None) or kind or 'router',
-                    kind=kind, target_accuracy=target_accuracy, n_bins=n_bins, info=info)
+                    kind=kind, target_accuracy=target_accuracy, n_bins=n_bins, info=info,
+                    text_only_probs=tprobs)
     if out is not None: ev.save(out)
     return ev
 
@@ -423,7 +443,7 @@ class Table:
     def __len__(self): return len(self.rows)
     def __getitem__(self, i): return self.rows[i]
     @staticmethod
-    def fmt(v): return '–' if v is None else f'{v:.4f}' if isinstance(v, float) else str(v)
+    def fmt(v): return 'n/a' if v is None else f'{v:.4f}' if isinstance(v, float) else str(v)
     def text(self)->str:
         "Aligned plain-text rendering"
         cells = [self.columns] + [[self.fmt(r.get(c)) for c in self.columns] for r in self.rows]
@@ -896,6 +916,7 @@ def headline(ev:RouterEval)->Table:
     "The key numbers of an evaluation as a one-row table"
     m, sel = ev.metrics, ev.metrics['selective']
     return Table([dict(router=ev.name, kind=ev.kind, total=m['total'], correct=m['correct'], accuracy=m['accuracy'],
+                       text_only_acc=(m.get('text_only') or {}).get('accuracy'),
                        macro_f1=m['macro_avg']['f1'], weighted_f1=m['weighted_avg']['f1'], ece=_r4(m['calibration']['ece']),
                        **{f"threshold@{sel['target_accuracy']:.0%}": sel['threshold'], 'coverage': sel['coverage']})])
 
@@ -914,16 +935,17 @@ def report_html(ev:RouterEval,          # an evaluation
                 [dict(adapter=f'{a} avg', **ev.metrics[f'{a}_avg']) for a in ('macro', 'weighted')])
     diag = ''.join(f"<details><summary>{esc(n)} → {esc(n)}: {int(ev.cm[i, i])} correct (least confident first)</summary>"
                    f"{cell_html(ev, n, n, ascending=True, limit=limit)}</details>" for i, n in enumerate(ev.labels) if ev.cm[i, i])
-    x = Explorer(ev, limit)
-    cells = ''.join(cell_html(ev, g, p, limit=limit) for g, p in x.misroutes()) or "<p>No misroutes.</p>"
+    mis = Explorer(ev, limit).misroutes()   # largest first: the report opens at the largest one
+    first = (f"<h2 id='largest-misroute'>Largest misroute</h2>{cell_html(ev, *mis[0], limit=limit)}" if mis else "<p>No misroutes.</p>")
+    cells = ''.join(cell_html(ev, g, p, limit=limit) for g, p in mis[1:]) or "<p>No other misroutes.</p>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>{CSS}</head>"
             f"<body class='mr' style='font-family:sans-serif;max-width:1200px;margin:auto'><h1>{esc(title)}</h1>"
-            f"<p class='muted'>{prov}</p>{headline(ev)._repr_html_()}{_md_html(explain(ev))}"
+            f"<p class='muted'>{prov}</p>{headline(ev)._repr_html_()}{first}{_md_html(explain(ev))}"
             f"<h2>Pictures</h2>{''.join(_img(v, k) for k, v in pngs.items())}"
             f"<h2>Per class</h2>{per._repr_html_()}<h2>By screenshot, kind and hard pair</h2>"
             f"{''.join(accuracy_by(ev, k)._repr_html_() for k in ('screenshot', 'kind', 'hard_pair'))}"
             f"<h2>Misroutes</h2>{top_confusions(ev)._repr_html_()}"
-            f"<h2>Confusion (click a count)</h2>{confusion_html(ev)}<h2>Misrouted samples</h2>{cells}"
+            f"<h2>Confusion (click a count)</h2>{confusion_html(ev)}<h2>Other misrouted samples</h2>{cells}"
             f"<h2>Correctly routed samples</h2>{diag}{extra_html}</body></html>")
 
 # %% ../nbs/04_eval_confusion.ipynb #d2551401
@@ -974,6 +996,7 @@ def _summary_row(name, e)->dict:
     if isinstance(e, RouterEval): return dict(headline(e)[0], router=name)
     sel, cal = e.get('selective') or {}, e.get('calibration') or {}
     return dict(router=name, kind=e.get('format'), total=e.get('total'), correct=e.get('correct'), accuracy=e.get('accuracy'),
+                text_only_acc=(e.get('text_only') or {}).get('accuracy'),
                 macro_f1=(e.get('macro_avg') or {}).get('f1'), weighted_f1=(e.get('weighted_avg') or {}).get('f1'),
                 ece=cal.get('ece'), coverage=sel.get('coverage'))
 
@@ -1209,7 +1232,8 @@ def summary_text(res:dict, # from `run_eval`
     sel, info = m['selective'], ev.info
     who = ev.name if ev.kind in (None, ev.name) else f"{ev.name} ({ev.kind})"
     lines = [f"router {who}: {info.get('router', '')}", f"split {info.get('split')} of {info.get('dataset')}: {m['total']} samples",
-             f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['total']})   macro F1 {m['macro_avg']['f1']:.4f}   ECE {m['calibration']['ece']:.4f}",
+             f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['total']})   macro F1 {m['macro_avg']['f1']:.4f}   ECE {m['calibration']['ece']:.4f}"
+             + (f"   text only {m['text_only']['accuracy']:.4f} (the same samples without their screenshot)" if m.get('text_only') else ''),
              (f"selective: confidence >= {sel['threshold']:.3f} routes {sel['coverage']:.0%} of samples at accuracy {sel['accuracy']:.4f} "
               f"(target {sel['target_accuracy']})") if sel['threshold'] is not None else f"selective: no threshold reaches {sel['target_accuracy']}",
              'by kind: ' + ', '.join(f"{r['kind']} {r['accuracy']:.4f} ({r['n']})" for r in accuracy_by(ev, 'kind'))

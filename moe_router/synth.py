@@ -8,18 +8,19 @@ Docs: https://moe-router.github.io/moe_router/ocr_synth.html.md"""
 __all__ = ['SYSTEM_PROMPTS', 'CAL_SIZE', 'WEEKDAYS', 'CLAIM_SIZE', 'PROVIDERS', 'PROCEDURES', 'STATUSES', 'PLANS', 'TOOTH',
            'GRID_COLS', 'GRID_BOX', 'GRID_ROW_H', 'GRID_ROWS', 'DAY_TEMPLATES', 'NAV_TEMPLATES', 'SCROLL_TEMPLATES',
            'SCROLL_EXTRA', 'FIELD_TEMPLATES', 'BUTTON_TEMPLATES', 'ROW_TEMPLATES', 'CLAIM_FIELDS', 'CLAIM_BUTTONS',
-           'PROVIDER_TEMPLATES', 'SCENES', 'EXPERTS', 'OCR_PROMPTS', 'OCR_REGIONS', 'OCR_FIELDS', 'to_ru', 'tool_call',
-           'expert_record', 'font', 'text', 'center', 'text_c', 'button', 'field', 'render_calendar', 'claim_state',
-           'draw_claim_header', 'draw_procedures', 'draw_claim_footer', 'draw_dropdown', 'render_claim',
-           'calendar_scene', 'claim_scene', 'provider_scene', 'expert_records', 'write_expert_dataset',
-           'make_synthetic_experts', 'claimhawk_sample', 'ocr_prompt', 'ocr_samples', 'hard_pairs']
+           'LOOKALIKE_LISTS', 'PROVIDER_TEMPLATES', 'SCENES', 'EXPERTS', 'SHARED_TEMPLATES', 'SHARED_POOL', 'THEMES',
+           'OCR_PROMPTS', 'OCR_REGIONS', 'OCR_FIELDS', 'to_ru', 'tool_call', 'expert_record', 'font', 'text', 'center',
+           'text_c', 'button', 'field', 'render_calendar', 'claim_state', 'draw_claim_header', 'draw_procedures',
+           'draw_claim_footer', 'draw_dropdown', 'render_claim', 'calendar_scene', 'claim_scene', 'provider_scene',
+           'check_frac', 'expert_records', 'write_expert_dataset', 'make_synthetic_experts', 'claimhawk_sample',
+           'shared_task', 'vary_screen', 'ocr_prompt', 'ocr_samples', 'instruction_pairs', 'hard_pairs']
 
 # %% ../nbs/02_ocr_synth.ipynb #bf905c23
 import calendar as _cal, json, random, sys
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 from .config import atomic_dir, write_jsonl, read_jsonl, load_registry, DatasetError, ConfigError
 
 # %% ../nbs/02_ocr_synth.ipynb #6619efdb
@@ -234,6 +235,7 @@ def draw_procedures(d:ImageDraw.ImageDraw, # where to draw
     d.rectangle((0, 132, 565, 252), fill='white'); lay['grid'] = (0, 132, 565, 252)
     for k, row in enumerate(st['rows'][st['first']:st['first']+GRID_ROWS]):
         y0 = 132+k*GRID_ROW_H; lay[f"row{row['num']}"] = (0, y0, 565, y0+GRID_ROW_H)
+        if row['num'] == st.get('sel'): d.rectangle(lay[f"row{row['num']}"], fill=(200,218,245))  # the highlighted row
         vals = [row[c] for c in ('num', 'date', 'prov', 'code', 'tth', 'desc', 'fee', 'est', 'pay', 'status')]
         for (name, x0, x1), v in zip(GRID_COLS, vals): text(d, (x0+2, y0+GRID_ROW_H//2), v, 8, 'black', 'lm')
         d.line((0, y0+GRID_ROW_H, 565, y0+GRID_ROW_H), fill=(215,215,215))
@@ -260,19 +262,21 @@ def draw_claim_footer(d:ImageDraw.ImageDraw, # where to draw
         button(d, box, lab); lay[lab] = box
 
 def draw_dropdown(d:ImageDraw.ImageDraw, # where to draw
-                  lay:dict,              # layout holding the provider fields; options are added as `option:{name}`
-                  field_name:str,        # `billing` or `treating`
-                  names:list):           # the provider names in the open list
-    "An open provider list under its field, drawn over whatever is below"
-    fb = lay['Billing Provider' if field_name == 'billing' else 'Treating Provider']
+                  lay:dict,              # layout holding the field; options are added as `option:{name}`
+                  field_name:str,        # `billing`, `treating`, or any field in `lay` (e.g. `Claim Status`)
+                  names:list,            # the names in the open list
+                  hi:str=None):          # the option drawn highlighted, if any
+    "An open list under its field, drawn over whatever is below"
+    fb = lay[{'billing': 'Billing Provider', 'treating': 'Treating Provider'}.get(field_name, field_name)]
     x0, y0 = fb[0], fb[3]+1
     d.rectangle((x0, y0, x0+110, y0+len(names)*12+2), fill='white', outline='black')
     for i, nm in enumerate(names):
         box = (x0+1, y0+1+i*12, x0+109, y0+13+i*12); lay[f'option:{nm}'] = box
+        if nm == hi: d.rectangle(box, fill=(200,218,245))
         text(d, (box[0]+3, (box[1]+box[3])//2), nm, 9, 'black', 'lm')
 
 def render_claim(st:dict,             # a `claim_state`
-                 dropdown:tuple=None, # (field name `billing`|`treating`, [provider names]) to draw an open list
+                 dropdown:tuple=None, # (field name, [names]) or (field name, [names], highlighted name): an open list
                 )->tuple:             # (PIL image, layout {name: box})
     "A 578x426 Edit Claim window and the boxes of its clickable elements"
     img = Image.new('RGB', CLAIM_SIZE, (240,240,240)); d = ImageDraw.Draw(img); lay = {}
@@ -301,7 +305,8 @@ NAV_TEMPLATES = {
     'prev_day': ['Click the previous day button', 'Move the selection one day back']}
 
 def calendar_scene(rng:random.Random, # random source
-                   )->tuple:          # (image, task sampler: rng -> task dict)
+                   hard:bool=False,   # unused: the calendar has no look-alike; kept so every scene takes it
+                   )->tuple:          # (image, task sampler: rng -> task dict; `task.targets` for shared instructions)
     "A random month calendar and a sampler of tasks on it"
     y, m = rng.randint(2024, 2032), rng.randint(1, 12); nd = _cal.monthrange(y, m)[1]
     sel, today = date(y, m, rng.randint(1, nd)), date(y, m, rng.randint(1, nd))
@@ -319,6 +324,7 @@ def calendar_scene(rng:random.Random, # random source
         s = rng.choice(NAV_TEMPLATES[name]).format(next=_cal.month_name[nxt.month], prev=_cal.month_name[prv.month],
                 nY=nxt.year, pY=prv.year, Month=_cal.month_name[m], Y1=y+1, Y0=y-1)
         return dict(instruction=s, action='left_click', xy=lay[name], task_type=f'click_{name}', meta=meta)
+    task.targets = dict(highlighted=lay[sel], items=[lay[date(y, m, k)] for k in range(1, nd+1)])
     return img, task
 
 # %% ../nbs/02_ocr_synth.ipynb #2bb44d2b
@@ -337,10 +343,18 @@ CLAIM_FIELDS = ['Claim Status', 'Date of Service', 'Date Sent', 'Date Received',
 CLAIM_BUTTONS = ['OK', 'Cancel', 'Send', 'Print', 'Delete', 'History', 'View ERA', 'View EOB', 'Recalculate Estimates',
                  'Split Claim', 'Batch', 'Ins Overpaid', 'Attachments tab', 'Misc tab', 'Medical tab']
 
+LOOKALIKE_LISTS = {'Claim Status': STATUSES, 'Claim Type': ['Primary', 'Secondary', 'PreAuth', 'Other', 'Capitation'],
+                   'ClaimForm': ['ADA 2019', 'ADA 2012', 'CMS 1500', 'UB04', 'Default']}
+
 def claim_scene(rng:random.Random, # random source
-                )->tuple:          # (image, task sampler: rng -> task dict)
+                hard:bool=False,   # look-alike: a highlighted row and, half the time, an open list like provider-select's
+                )->tuple:          # (image, task sampler: rng -> task dict; `task.targets` for shared instructions)
     "A random claim window and a sampler of claim-window tasks on it"
-    st = claim_state(rng); img, lay = render_claim(st)
+    st = claim_state(rng); vis = st['rows'][st['first']:st['first']+GRID_ROWS]; dd = None
+    if hard:
+        st['sel'] = rng.choice(vis)['num']
+        if rng.random() < 0.5: f = rng.choice(list(LOOKALIKE_LISTS)); dd = (f, LOOKALIKE_LISTS[f], rng.choice(LOOKALIKE_LISTS[f]))
+    img, lay = render_claim(st, dd)
     more_below, more_above = st['first']+GRID_ROWS < len(st['rows']), st['first'] > 0
     dirs = ['down']*more_below + ['up']*more_above  # only scroll where there is something to see
     def task(rng):
@@ -362,6 +376,9 @@ def claim_scene(rng:random.Random, # random source
         s = rng.choice(ROW_TEMPLATES).format(n=row['num'], code=row['code'], date=row['date'], desc=row['desc'])
         return dict(instruction=s, action='left_click', xy=center(lay[f"row{row['num']}"]), task_type='click-procedure-row',
                     meta=dict(row=row['num'], code=row['code']))
+    rows = [center(lay[f"row{r['num']}"]) for r in vis]
+    task.targets = (dict(highlighted=center(lay[f'option:{dd[2]}']), items=[center(lay[f'option:{n}']) for n in dd[1]]) if dd
+                    else dict(highlighted=center(lay[f"row{st['sel']}"]) if hard else rows[0], items=rows))
     return img, task
 
 # %% ../nbs/02_ocr_synth.ipynb #83672fbe
@@ -373,16 +390,20 @@ PROVIDER_TEMPLATES = ['Select {name} from the dropdown list', 'Choose {name} in 
                       'Assign {name} as {fh}', 'Pick {name} from the list']
 
 def provider_scene(rng:random.Random, # random source
-                   )->tuple:          # (image, task sampler: rng -> task dict)
+                   hard:bool=False,   # look-alike: a highlighted grid row and a highlighted option, as claim-window's
+                   )->tuple:          # (image, task sampler: rng -> task dict; `task.targets` for shared instructions)
     "A claim window with an open provider dropdown and a sampler of selection tasks"
     st = claim_state(rng); fname = rng.choice(['billing', 'treating'])
-    names = rng.sample(PROVIDERS, rng.randint(5, 9))
-    img, lay = render_claim(st, dropdown=(fname, names))
+    names = rng.sample(PROVIDERS, rng.randint(5, 9)); hi = None
+    if hard: st['sel'] = rng.choice(st['rows'][st['first']:st['first']+GRID_ROWS])['num']; hi = rng.choice(names)
+    img, lay = render_claim(st, dropdown=(fname, names, hi))
     def task(rng):
         nm = rng.choice(names); fh = f'{fname} provider'
         s = rng.choice(PROVIDER_TEMPLATES).format(name=nm, fh=fh)
         return dict(instruction=s, action='left_click', xy=center(lay[f'option:{nm}']), task_type='provider-dropdown',
                     meta=dict(field_name=f'{fname}_provider', provider=nm))
+    opts = [center(lay[f'option:{n}']) for n in names]
+    task.targets = dict(highlighted=center(lay[f'option:{hi}']) if hi else opts[0], items=opts)
     return img, task
 
 SCENES = {'calendar': calendar_scene, 'claim-window': claim_scene, 'provider-select': provider_scene}
@@ -392,28 +413,44 @@ EXPERTS = list(SCENES)
 def _check_expert(expert):
     if expert not in SCENES: raise ConfigError(f"unknown synthetic expert {expert!r}; choose from {EXPERTS}")
 
+def check_frac(v:float, # a fraction
+               name:str='ambiguous_frac'): # its name in the message
+    "Raise `ConfigError` unless `v` is a number in [0, 1]"
+    if not isinstance(v, (int, float)) or not 0 <= v <= 1: raise ConfigError(f"{name} must be between 0 and 1, got {v!r}")
+
+def _next_task(task, rng, seed, split, i, ambiguous_frac):
+    "Record `i`'s task: from the shared pool with probability `ambiguous_frac` (decided per index, so every expert agrees)"
+    if ambiguous_frac:
+        r = random.Random(f'{seed}-shared-{split}-{i}')
+        if r.random() < ambiguous_frac: return shared_task(task.targets, r)
+    return task(rng)
+
 def expert_records(expert:str,       # `calendar`, `claim-window` or `provider-select`
                    n:int,            # number of records
                    seed:int=0,       # random seed
                    split:str='train',# `train` or `test`: changes ids and the random stream
                    share:float=0.1,  # fraction of records that reuse the previous record's screenshot
                    system:bool=True, # include a system turn (the fixture's form); False gives `cudag`'s human+gpt
+                   ambiguous_frac:float=0.0, # fraction of records whose instruction comes from `SHARED_POOL` (look-alike screens when > 0)
+                   vary:bool=None,   # light visual variation (`vary_screen`); default: on when `ambiguous_frac` > 0
                   ):                 # yields (record, PIL image or None if the image is shared)
     "Generate `n` synthetic records of one expert, with their screenshots"
-    _check_expert(expert)
-    rng = random.Random(f'{seed}-{expert}-{split}')
+    _check_expert(expert); check_frac(ambiguous_frac)
+    rng = random.Random(f'{seed}-{expert}-{split}'); hard = ambiguous_frac > 0; vary = hard if vary is None else vary
     prefix = expert if split == 'train' else f'{expert}_{split}'
     sysp = SYSTEM_PROMPTS['calendar' if expert == 'calendar' else 'claim-window'] if system else None
-    i, img, task, file, prev = 0, None, None, None, None
+    i, img, task, file, prev, move = 0, None, None, None, None, (lambda xy: xy)
     while i < n:
         rid = f'{prefix}_{i:05d}'
         shared = task is not None and rng.random() < share
-        if not shared: img, task = SCENES[expert](rng); file = f'images/{rid}.png'
-        t = task(rng)
+        if not shared:
+            img, task = SCENES[expert](rng, hard); file = f'images/{rid}.png'
+            if vary: img, move = vary_screen(img, rng)
+        t = _next_task(task, rng, seed, split, i, ambiguous_frac)
         if shared and t['instruction'] == prev: continue
-        ru = to_ru(t['xy'], img.size)
+        xy = move(t['xy']); ru = to_ru(xy, img.size)
         ans = tool_call(t['action'], ru, lead='\n' if system and rng.random() < 0.5 else '', **t.get('args', {}))
-        meta = dict(task_type=t['task_type'], **t['meta'], real_coords=list(t['xy']))
+        meta = dict(task_type=t['task_type'], **t['meta'], real_coords=list(xy))
         yield expert_record(rid, file, t['instruction'], ans, meta, sysp), (None if shared else img)
         prev, i = t['instruction'], i+1
 
@@ -440,13 +477,14 @@ def make_synthetic_experts(out:str|Path,         # directory to create; must not
                            seed:int=0,           # random seed
                            test_per_expert:int=0,# test records per expert (`test.jsonl`; 0 writes none)
                            experts:list=None,    # which experts; all three by default
-                           **kw,                 # passed to `expert_records` (`share`, `system`)
+                           **kw,                 # passed to `expert_records` (`share`, `system`, `ambiguous_frac`, `vary`)
                           )->dict:               # {expert: its dataset directory}
     "Write synthetic `calendar`, `claim-window` and `provider-select` expert datasets under `out`"
     experts = experts or EXPERTS
     for e in experts: _check_expert(e)
     if per_expert < 1 or test_per_expert < 0:
         raise ConfigError(f"per_expert must be >= 1 and test_per_expert >= 0, got {per_expert} and {test_per_expert}")
+    check_frac(kw.get('ambiguous_frac', 0.0))
     out = Path(out)
     with atomic_dir(out) as tmp:
         for e in experts:
@@ -478,6 +516,38 @@ def claimhawk_sample(out:str|Path, # directory to create (`data.jsonl`, `images/
         write_jsonl(d/'data.jsonl', recs)
     return Path(out)
 
+
+# %% ../nbs/02_ocr_synth.ipynb #ec71713e
+SHARED_TEMPLATES = {'highlighted': ['Click the highlighted item', 'Click the selected entry', 'Open the highlighted one'],
+                    0: ['Select the first entry', 'Click the first item', 'Click the top entry'],
+                    1: ['Select the second entry', 'Click the second item'],
+                    2: ['Select the third entry', 'Click the third one'],
+                    -1: ['Click the last entry', 'Select the bottom item']}
+SHARED_POOL = [s for v in SHARED_TEMPLATES.values() for s in v]
+
+def shared_task(targets:dict, # a scene's `task.targets`: `highlighted` (x, y) and `items` [(x, y), ...]
+                rng:random.Random, # random source (the same stream gives the same instruction on every expert)
+               )->dict:       # a task dict, as a scene's sampler returns
+    "A task whose instruction comes from the pool shared by all experts, aimed at this screen's targets"
+    key = rng.choice(list(SHARED_TEMPLATES))
+    xy = targets['highlighted'] if key == 'highlighted' else targets['items'][key]
+    return dict(instruction=rng.choice(SHARED_TEMPLATES[key]), action='left_click', xy=tuple(xy), task_type='shared-instruction',
+                meta=dict(target=str(key)))
+
+# %% ../nbs/02_ocr_synth.ipynb #1da635b5
+THEMES = [None, (250,240,222), (222,234,250), (205,205,212), (235,250,235)]
+
+def vary_screen(img:Image.Image,       # a rendered screenshot
+                rng:random.Random,     # random source
+               )->tuple:               # (new image, function mapping old pixel (x, y) to new)
+    "Light seeded variation: a theme tint, a scale of ±10%, a crop of up to 6 px per side, and faint noise"
+    tint = rng.choice(THEMES)
+    if tint: img = ImageChops.multiply(img, Image.new('RGB', img.size, tint))
+    s = rng.uniform(0.9, 1.1); img = img.resize((round(img.width*s), round(img.height*s)), Image.BILINEAR)
+    cx, cy = rng.randint(0, 6), rng.randint(0, 6)
+    img = img.crop((cx, cy, img.width-rng.randint(0, 6), img.height-rng.randint(0, 6)))
+    noise = Image.frombytes('L', img.size, rng.randbytes(img.width*img.height)).convert('RGB')
+    return Image.blend(img, noise, 0.05), lambda xy: (round(xy[0]*s)-cx, round(xy[1]*s)-cy)
 
 # %% ../nbs/02_ocr_synth.ipynb #14aef5d2
 OCR_PROMPTS = [
@@ -553,13 +623,22 @@ def ocr_samples(image_samples:list, # routing samples (of the other experts) who
     return res
 
 # %% ../nbs/02_ocr_synth.ipynb #2fcb96c1
+def instruction_pairs(expert_samples:list, # expert routing samples; those that pair get `pair_id` set in place
+                     )->int:               # how many samples were paired
+    "Pair the samples whose instruction also appears on another expert's screen: `pair_id` = `text:{instruction}`"
+    by_text = {}
+    for s in expert_samples: by_text.setdefault(s['text'], set()).add(s['adapter'])
+    hits = [s for s in expert_samples if len(by_text[s['text']]) > 1 and s.get('pair_id') is None]
+    for s in hits: s['pair_id'] = f"text:{s['text']}"
+    return len(hits)
+
 def hard_pairs(expert_samples:list, # expert routing samples whose screenshots to reuse
                n:int=None,          # how many pairs; None pairs every sample
                seed:int=0,          # random seed
                label:int=None,      # the OCR label; None looks `adapter` up in the default registry
                adapter:str='ocr',   # the OCR adapter name
               )->list:              # OCR routing samples with `pair_id` = the expert sample's `source_id`
-    "OCR samples on exactly the screenshots of `n` of `expert_samples`, paired by `pair_id`"
+    "OCR samples on exactly the screenshots of `n` of `expert_samples`, paired by `pair_id`; also `instruction_pairs`"
     label = _ocr_label(label, adapter)
     n = len(expert_samples) if n is None else n
     if n > len(expert_samples):
@@ -570,4 +649,5 @@ def hard_pairs(expert_samples:list, # expert routing samples whose screenshots t
         t = rng.randrange(len(OCR_PROMPTS))
         res.append(_ocr_sample(src, ocr_prompt(t, src.get('source_dataset'), rng), f"ocr_pair_{src['source_id']}",
                                label, adapter, pair_id=src['source_id']))
+    instruction_pairs(expert_samples)
     return res
