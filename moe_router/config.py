@@ -8,8 +8,8 @@ Docs: https://moe-router.github.io/moe_router/config.html.md"""
 __all__ = ['BAD_INPUT', 'ADAPTER_KEYS', 'PACKAGE_REGISTRY', 'DEFAULT_BASE_MODEL', 'ConfigError', 'DatasetError', 'fail',
            'Adapter', 'is_slug', 'Registry', 'validate_adapters', 'registry_from_dict', 'find_registry',
            'load_registry', 'check_label_map', 'env_settings', 'researcher_name', 'umask', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'rename_noreplace', 'atomic_dir', 'check_out', 'jsonl_lines',
-           'iter_jsonl', 'read_jsonl', 'write_jsonl']
+           'atomic_write_text', 'atomic_write_json', 'rename_noreplace', 'is_partial', 'atomic_dir', 'check_out',
+           'jsonl_lines', 'iter_jsonl', 'read_jsonl', 'write_jsonl']
 
 # %% ../nbs/00_config.ipynb #1366675b
 import glob, json, os, re, shutil, sys, tempfile
@@ -236,6 +236,11 @@ def _alive(pid:int)->bool:
     try: os.kill(pid, 0); return True
     except ProcessLookupError: return False
     except OSError: return True
+
+def is_partial(path:str|Path, # a directory
+              )->bool:         # True for a staging directory of `atomic_dir` (a build that never finished)
+    "Whether `path` is an unfinished build: `NAME.partial`, or this package's `.NAME.partial-HOST-PID-...`"
+    return re.search(r'\.partial(-|$)', Path(path).name) is not None
 
 def _partial_dir(out:Path)->Path:
     "A new partial directory beside `out`, unique to this run (host and pid in its name), with the umask's mode"

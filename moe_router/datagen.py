@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 import moe_router
 from .config import (ConfigError, DatasetError, iter_jsonl, jsonl_lines, atomic_dir, check_out, write_jsonl, atomic_write_json,
-                               load_registry, check_label_map, researcher_name)
+                               load_registry, check_label_map, researcher_name, is_partial)
 
 # %% ../nbs/01_datagen.ipynb #8917a3e7
 _dec = json.JSONDecoder()
@@ -81,7 +81,7 @@ def load_metadata(dataset_dir:str|Path, # a routing dataset directory
     "The `metadata.json` of a routing dataset; `DatasetError` if it is missing"
     d = Path(dataset_dir)
     if not d.is_dir(): raise DatasetError(f"{d}: routing dataset directory not found (looked in {d.absolute()})")
-    if d.name.endswith('.partial'):   # atomic_dir's staging directory: a build that was killed before its rename
+    if is_partial(d):   # atomic_dir's staging directory: a build that was killed before its rename
         raise DatasetError(f"{d}: an unfinished build (a .partial directory is renamed only when every file is written); "
                            f"remove it and run moe-router-generate again")
     p = d/'metadata.json'

@@ -194,7 +194,7 @@ def summary_markdown(fig:dict,    # from `demo_figures`
 
 # %% ../nbs/06_demo.ipynb #4593c10d
 DEMO_MARKER = '.moe-router-demo'
-DEMO_ENTRIES = {DEMO_MARKER, 'demo.partial', 'demo.json', 'summary.md', 'experts', 'routing', 'router-head', 'router-lora',
+DEMO_ENTRIES = {DEMO_MARKER, 'demo.partial', 'demo.json', 'summary.md', 'loras.json', 'experts', 'routing', 'router-head', 'router-lora',
                 'task', 'eval', 'infer'}
 
 def _foreign(out:Path)->list:

@@ -315,7 +315,7 @@ CASES = [
     case('generate: more OCR samples than images x templates', gen('--ocr-samples', '5000'), r'OCR samples requested but only \d+ distinct images'),
     case('generate: output directory exists (and is left unchanged)', gen(), r'out: output directory already exists', outputs=(),
          pre=previous('out/metadata.json')),
-    case('generate: output path is a file', gen(), r'out: output directory already exists', outputs=(), pre=previous('out', 'a file')),
+    case('generate: output path is a file', gen(), r'out is an existing file, not a directory', outputs=(), pre=previous('out', 'a file')),
     # --- 02_ocr_synth: moe-router-synth --------------------------------------------------------------------------
     case('synth: output directory exists (and is left unchanged)', lambda w, t: ['moe-router-synth', '--out', t/'syn', '--per-expert', '2'],
          r'syn.*already exists', outputs=(), pre=previous('syn/calendar/train.jsonl')),
