@@ -3,20 +3,23 @@ render one confusion cell of 500 samples with thumbnails.
 
 The evaluation is synthetic: 4 labels, 10,000 samples, screenshots of the synthetic experts' sizes
 (578x426 claim forms, 225x208 calendars) written as PNG; the 500 samples of the measured cell each have their own
-screenshot, the others share 400. Figures:
+screenshot, the others share 400. The run directory is written by `RouterEval.save`, as `moe-router-eval --out`
+writes it: router-eval.json, the figures, report.html and the thumbnail cache thumbs.npz. Figures:
+- save: `RouterEval.save` without and with thumbs.npz; the difference is what the cache costs at save time;
 - open: `Explorer.from_dir` (read router-eval.json, rebuild the RouterEval and its metrics, find every screenshot);
-- cell, cold: the first render of the cell (every screenshot decoded, in ThumbCache's thread pool);
-- cell, warm: the same cell again, or sorted the other way (thumbnails cached);
+- cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz);
+- cell, first render without thumbs.npz: a run saved without it (every screenshot decoded in ThumbCache's thread
+  pool, and the cache filled for next time), then the same run reopened;
+- cell, again: the same cell again, or sorted the other way (thumbnails in memory);
 - cell, one thread: the cold render with plain `cell_html` (no cache, no threads), the baseline.
 Goals: open < 2 s, a cell < 300 ms. Prints a markdown table and writes bench/out/explorer.json.
 Run: .venv/bin/python bench/bench_explorer.py
 """
-import json, statistics, tempfile, time
+import json, shutil, statistics, tempfile, time
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from moe_router.evaluate import RouterEval, Explorer, cell_html, eval_json, ThumbCache
-from moe_router.config import atomic_write_json
+from moe_router.evaluate import RouterEval, Explorer, cell_html, ThumbCache, THUMBS, read_thumbs
 
 HERE = Path(__file__).resolve().parent
 N, CELL, SHARED = 10_000, 500, 400
@@ -28,8 +31,8 @@ def screenshot(path:Path, label:str, i:int):
     for j in range(8): d.rectangle([10, 10 + j*24, SIZES[label][0] - 10 - (i*7 + j*13) % 90, 28 + j*24], outline='#333', fill='#fff')
     d.text((14, 12), f'{label} {i}', fill='#000'); im.save(path)
 
-def build(root:Path)->Path:
-    "A saved evaluation of N samples: claim-window -> provider-select holds exactly CELL of them"
+def build(root:Path)->RouterEval:
+    "An evaluation of N samples: claim-window -> provider-select holds exactly CELL of them"
     rng = np.random.default_rng(0)
     (root/'data').mkdir(parents=True)
     shared = []
@@ -48,35 +51,52 @@ def build(root:Path)->Path:
                             image_path=str(root/'data'/img), kind='expert'))
     ev = RouterEval(LABELS, samples, probs, name='head', kind='head', info=dict(dataset=str(root/'data'/'routing'), split='test'))
     assert ev.cm[1, 2] == CELL, ev.cm
-    out = root/'eval'; out.mkdir()
-    atomic_write_json(out/'router-eval.json', eval_json(ev))
-    return out
+    return ev
 
 def timed(f):
     t0 = time.perf_counter(); r = f(); return time.perf_counter() - t0, r
 
 def main():
     root = Path(tempfile.mkdtemp(prefix='bench-explorer-'))
-    t_build, out = timed(lambda: build(root))
+    t_build, ev = timed(lambda: build(root))
+    out, bare = root/'eval', root/'eval-no-thumbs'
+    t_bare, _ = timed(lambda: ev.save(bare, thumbs=False))          # a run saved without the cache
+    t_save, _ = timed(lambda: ev.save(out))                         # what moe-router-eval --out writes
+    n_thumbs, mb = len(read_thumbs(out/THUMBS)), (out/THUMBS).stat().st_size/2**20
     opens = []
     for _ in range(3):
         t, x = timed(lambda: Explorer.from_dir(out, limit=CELL)); opens.append(t)
     assert x.missing == {'head': 0} and len(x.ev.samples) == N
     t_cold, h = timed(lambda: x.cell_view('claim-window', 'provider-select'))
     assert h.count('<tr>') == CELL + 1 and h.count('data:image/jpeg') == CELL
+    assert (x.thumbs.hits, x.thumbs.decoded) == (CELL, 0), (x.thumbs.hits, x.thumbs.decoded)
+    xb = Explorer.from_dir(bare, limit=CELL)
+    t_nocache, hb = timed(lambda: xb.cell_view('claim-window', 'provider-select'))
+    assert hb == h and (xb.thumbs.hits, xb.thumbs.decoded) == (0, CELL) and (bare/THUMBS).is_file()
+    xr = Explorer.from_dir(bare, limit=CELL)
+    t_refill, _ = timed(lambda: xr.cell_view('claim-window', 'provider-select'))
+    assert xr.thumbs.decoded == 0
     warm = [timed(lambda: x.cell_view('claim-window', 'provider-select'))[0] for _ in range(5)]
     x.ascending = True; t_flip, _ = timed(lambda: x.cell_view('claim-window', 'provider-select'))
     t_plain, _ = timed(lambda: cell_html(x.ev, 'claim-window', 'provider-select', limit=CELL))
     o, w = statistics.median(opens), statistics.median(warm)
-    res = dict(samples=N, cell=CELL, build_s=t_build, open_s=opens, cell_cold_s=t_cold, cell_warm_s=warm, cell_flip_s=t_flip,
-               cell_plain_s=t_plain, workers=ThumbCache().workers)
+    res = dict(samples=N, cell=CELL, build_s=t_build, save_bare_s=t_bare, save_s=t_save, thumbs=n_thumbs, thumbs_mb=mb,
+               open_s=opens, cell_cold_s=t_cold, cell_nocache_s=t_nocache, cell_refilled_s=t_refill, cell_warm_s=warm,
+               cell_flip_s=t_flip, cell_plain_s=t_plain, workers=ThumbCache().workers)
+    shutil.rmtree(root, ignore_errors=True)
     (HERE/'out').mkdir(exist_ok=True); (HERE/'out'/'explorer.json').write_text(json.dumps(res, indent=2))
     print(f"\nExplorer on a saved run of {N:,} samples; one cell of {CELL} samples with 128-px thumbnails "
           f"(synthetic data written in {t_build:.0f} s)\n")
     print('| figure | value | baseline | ratio | goal |\n|---|---|---|---|---|')
+    print(f"| save (`RouterEval.save`: json, figures, report, {n_thumbs} thumbnails in thumbs.npz, {mb:.1f} MiB) | {t_save*1000:.0f} ms "
+          f"| {t_bare*1000:.0f} ms (`thumbs=False`) | cache costs {(t_save - t_bare)*1000:+.0f} ms | – |")
     print(f"| open (`Explorer.from_dir`, median of 3) | {o*1000:.0f} ms | – | {o/2:.2f} of goal | < 2 s |")
-    print(f"| cell, first render (decode {CELL} screenshots, thread pool) | {t_cold*1000:.0f} ms | {t_plain*1000:.0f} ms (plain `cell_html`, one thread) "
+    print(f"| cell, first render (thumbnails from thumbs.npz) | {t_cold*1000:.0f} ms | {t_plain*1000:.0f} ms (plain `cell_html`, one thread) "
           f"| {t_plain/t_cold:.1f}x faster | < 300 ms |")
+    print(f"| cell, first render of a run without thumbs.npz (decode {CELL}, thread pool, fill the cache) | {t_nocache*1000:.0f} ms "
+          f"| {t_plain*1000:.0f} ms | {t_plain/t_nocache:.1f}x faster | < 300 ms |")
+    print(f"| the same run reopened (cache filled by the previous row) | {t_refill*1000:.0f} ms | {t_plain*1000:.0f} ms "
+          f"| {t_plain/t_refill:.1f}x faster | < 300 ms |")
     print(f"| cell, again (cached thumbnails, median of 5) | {w*1000:.0f} ms | {t_plain*1000:.0f} ms | {t_plain/w:.0f}x faster | < 300 ms |")
     print(f"| cell, sorted the other way (cached) | {t_flip*1000:.0f} ms | {t_plain*1000:.0f} ms | {t_plain/t_flip:.0f}x faster | < 300 ms |")
     print(f"\nwrote {HERE/'out'/'explorer.json'}")
