@@ -221,19 +221,22 @@ def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` o
              baseline:Annotated[bool, {'help': 'skip the TF-IDF text baseline'}]=True, # train and compare the TF-IDF text baseline (`--no-baseline` skips it)
              target_accuracy:float=0.95, # accuracy the selective-routing threshold must reach (0 to 1)
              registry:str=None,          # adapters.yaml to check the dataset against
-             model:str=None):            # base model (default: the one the router checkpoint names)
+             model:str=None,             # base model (default: the one the router checkpoint names)
+             labels:str=None,            # an original router LoRA (no router.json): adapter names in label order, comma-separated
+             answer_format:str='auto'):  # an original router LoRA's answer: digit, name or auto
     "Evaluate a router on a routing dataset split: metrics, confusion, calibration, pictures and an HTML report"
     from moe_router.evaluate import run_eval, summary_text
     from moe_router.infer import stack_base
     try:
         if not router or not dataset_dir: raise ConfigError("both --router and --dataset-dir are required")
         if not 0 <= target_accuracy <= 1: raise ConfigError(f"--target-accuracy {target_accuracy} must be between 0 and 1 (an accuracy)")
+        rk = dict(lora_labels=labels, answer_format=answer_format, dataset_dir=dataset_dir)
         base, where = stack_base(model, router)
         print(f"base model: {base} (from {where})")
-        load_kw = None
+        load_kw = rk
         if model:
             from moe_router.backbone import load_backbone
-            m, proc = load_backbone(model); load_kw = dict(model=m, processor=proc)
+            m, proc = load_backbone(model); load_kw = dict(rk, model=m, processor=proc)
         res = run_eval(router, dataset_dir, split, out, others=compare, baseline=baseline, target_accuracy=target_accuracy,
                        registry=load_registry(registry) if registry else None, load_kw=load_kw)
     except BAD_INPUT as e: fail(e)
@@ -266,6 +269,8 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
               max_new_tokens:int=64, # generation budget
               json_out:str=None,     # also write the result (or the metrics) as JSON here
               checkpoints_root:str='/checkpoints', # where the paths of an original nested loras.json live (final/ used when present)
+              labels:str=None,       # an original router LoRA (no router.json): adapter names in label order, comma-separated
+              answer_format:str='auto', # an original router LoRA's answer: digit, name or auto
              ):
     "Route a prompt (or a dataset split) through the stacked pipeline and print the answer"
     from moe_router.infer import StackedPipeline, run_dataset, dataset_report
@@ -275,7 +280,8 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
         if router is None and expert is None:
             raise ConfigError("pass --router (a router-head.pt or a router-LoRA directory), or --expert NAME to skip routing")
         pipe = StackedPipeline.load(loras, router, model, threshold=threshold, fallback=fallback, max_new_tokens=max_new_tokens,
-                                    checkpoints_root=checkpoints_root, log=print)
+                                    checkpoints_root=checkpoints_root, log=print,
+                                    router_kw=dict(lora_labels=labels, answer_format=answer_format, dataset_dir=dataset_dir))
         if dataset_dir:
             res = run_dataset(pipe, dataset_dir, split, max_samples, text_only=text_only); print(dataset_report(res))
         else:

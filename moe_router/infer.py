@@ -283,6 +283,7 @@ class StackedPipeline:
                  policy:DecodePolicy=None, # the costs that choose between grouped and mixed decoding
                  share_vision:bool=True,   # the expert's prefill reuses the head router's vision-tower output
                  max_cache_len:int=None,   # static KV cache length of the fast path (default: `cache_len`)
+                 router_kw:dict=None,      # passed to `load_router` for a path (an original router LoRA's `lora_labels`, `answer_format`)
                 ):
         from peft import PeftModel
         self.processor, self.tok = processor, processor.tokenizer
@@ -294,7 +295,8 @@ class StackedPipeline:
         if self.threshold > 0 and fallback is None:
             raise ConfigError(f"threshold {threshold} needs a fallback for low-confidence requests; set fallback='base' or an adapter name")
         self.base_id, fp = model.name_or_path, backbone_fingerprint(model)
-        labels = router_labels(router) if router is not None else None
+        self.router_kw = dict(router_kw or {})
+        labels = router_labels(router, self.router_kw.get('lora_labels'), self.router_kw.get('dataset_dir')) if router is not None else None
         self.specs = validate_stack(self.loras, self.base_id, labels, fallback, self.callables, fp)
         t0 = time.perf_counter(); self.model = model
         for i, (name, s) in enumerate(self.specs.items()):
@@ -315,7 +317,7 @@ class StackedPipeline:
     def _load_router(self, router, bare):
         if router is None: return None
         if isinstance(router, (str, Path)):
-            router = load_router(router, self.model, self.processor)
+            router = load_router(router, self.model, self.processor, **self.router_kw)
             if getattr(router, 'kind', None) == 'lora': self.model = router.model  # a bare base was wrapped
         elif getattr(router, 'model', None) is bare and self.model is not bare:
             router.model = self.model   # a head built on the bare base must now disable the adapters
@@ -332,12 +334,12 @@ class StackedPipeline:
         return {**res, **{n: n for n in self.specs}, **{n: n for n in self.callables}}
 
 # %% ../nbs/05_stacked_infer.ipynb #1da09185
-def router_labels(router)->list:
+def router_labels(router, # a router object, or a checkpoint path
+                  labels=None, dataset_dir=None, # an original router LoRA's labels (see `routers.original_labels`)
+                 )->list:
     "The labels of a router object or checkpoint path, read without loading the model"
     if not isinstance(router, (str, Path)): return list(router.labels)
-    kind, p = find_router(router)
-    if kind == 'head': return list(load_head_checkpoint(p)['labels'])
-    return list(json.loads((p/'router.json').read_text())['labels'])
+    return list(router_info(router, labels, dataset_dir)['labels'])
 
 # %% ../nbs/05_stacked_infer.ipynb #28ce781b
 @patch
@@ -529,7 +531,8 @@ def load(cls:StackedPipeline, loras:str|dict=None,   # `loras.json` path, a `{na
           **kw)->StackedPipeline:    # threshold, fallback, max_new_tokens, ... (see `StackedPipeline`)
     "Validate a stack from files, then load the base once and every adapter onto it"
     lo = loras if isinstance(loras, dict) else read_loras(loras, registry, checkpoints_root)
-    ri = router_info(router) if isinstance(router, (str, Path)) else None   # the router's files checked before any loading
+    rk = kw.get('router_kw') or {}
+    ri = router_info(router, rk.get('lora_labels'), rk.get('dataset_dir')) if isinstance(router, (str, Path)) else None   # the router's files checked before any loading
     base_id, where = (backbone[0].name_or_path, 'the loaded backbone') if backbone else stack_base(model, router, lo)
     labels = ri['labels'] if ri else (router_labels(router) if router is not None else None)
     validate_stack(lo, base_id, labels, kw.get('fallback'), experts)

@@ -6,14 +6,15 @@ Docs: https://moe-router.github.io/moe_router/train_modal.html.md"""
 
 # %% auto #0
 __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_FILES', 'POSITION0_WARNING', 'LM_TARGETS',
-           'VISION_TARGETS', 'ROUTER_DEFAULTS', 'resolve_data', 'check_pooling', 'pool_hidden', 'pooled_features',
-           'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head', 'choose_pooling', 'with_text_only',
-           'text_only', 'OriginalHead', 'save_head', 'load_weights', 'original_head', 'load_head_checkpoint',
-           'head_from_checkpoint', 'routing_pair', 'train_head', 'base_model_context', 'HeadRouter', 'routing_report',
-           'find_router', 'check_adapter_dir', 'read_router_json', 'router_info', 'OriginalHeadRouter', 'load_router',
-           'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator', 'sft_lora', 'name_ids',
-           'branch_points', 'score_names', 'parse_name', 'generate_names', 'save_adapter', 'train_router_lora',
-           'using_adapter', 'LoraRouter', 'load_lora_router']
+           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'PROBE', 'resolve_data', 'check_pooling',
+           'pool_hidden', 'pooled_features', 'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head',
+           'choose_pooling', 'with_text_only', 'text_only', 'OriginalHead', 'save_head', 'load_weights',
+           'original_head', 'load_head_checkpoint', 'head_from_checkpoint', 'routing_pair', 'train_head',
+           'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'run_adapter_dirs', 'check_adapter_dir',
+           'read_router_json', 'router_info', 'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config',
+           'index_dataset', 'ListCollator', 'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name',
+           'generate_names', 'save_adapter', 'train_router_lora', 'using_adapter', 'LoraRouter', 'load_lora_router',
+           'metadata_labels', 'original_labels', 'original_lora_info', 'answer_mass', 'choose_answer_format']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
@@ -445,7 +446,7 @@ def _check_backbone(info:dict, model, where):
     if want and want != have and ('tiny' in str(want) or 'tiny' in str(have)):
         raise ConfigError(f"{where}: trained on backbone {want!r} but the loaded backbone is {have!r}; "
                           "retrain the router or load its own backbone")
-    if info.get('prompt_version') != PROMPT_VERSION:
+    if info.get('prompt_version') not in (PROMPT_VERSION, 'original'):
         raise ConfigError(f"{where}: built with prompt {info.get('prompt_version')!r}, this code uses {PROMPT_VERSION!r}; "
                           "retrain the router")
 
@@ -457,8 +458,16 @@ def find_router(path:str|Path, # a router-head.pt, its directory, a router-LoRA 
     if (p/'router-head.pt').is_file(): return 'head', p/'router-head.pt'
     for c in (p, p/'final'):
         if (c/'router.json').is_file(): return 'lora', c
+    for c in run_adapter_dirs(p):   # an original run: a PEFT adapter, no router.json
+        if (c/'adapter_config.json').is_file(): return 'lora', c
     raise ConfigError(f"{p}: not a router checkpoint; expected router-head.pt, or a router-LoRA directory with "
-                      "router.json (or final/router.json)")
+                      "router.json (or final/router.json), or a PEFT adapter in final/ or checkpoint-N/")
+
+def run_adapter_dirs(p:Path)->list:
+    "Where a run keeps its adapter: itself, `final/`, then `checkpoint-N/` (also under `checkpoints/`), highest N first"
+    step = lambda c: int(c.name.split('-')[1]) if c.name.split('-')[1].isdigit() else -1
+    cks = sorted([*p.glob('checkpoint-*'), *p.glob('checkpoints/checkpoint-*')], key=step, reverse=True)
+    return [p, p/'final', *cks]
 
 WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin')
 
@@ -490,12 +499,17 @@ def read_router_json(d:Path)->dict:
     return info
 
 def router_info(path:str|Path, # a router checkpoint, as `find_router` accepts
+                labels:str|list=None, # an original router LoRA's labels (`--labels`), see `original_lora_info`
+                dataset_dir:str=None, # a routing dataset whose metadata.json names an original router LoRA's labels
                )->dict:        # kind, path, labels, base_model_id, original
     "What a router checkpoint says about itself, checked, without loading a model"
     kind, p = find_router(path)
     if kind == 'head':
         ck = load_head_checkpoint(p)
         return dict(kind=kind, path=p, labels=list(ck['labels']), base_model_id=ck['base_model_id'], original=ck['format'] == ORIGINAL_HEAD)
+    if not (p/'router.json').is_file():
+        info = original_lora_info(p, labels, dataset_dir, log=None)
+        return dict(kind=kind, path=p, labels=info['labels'], base_model_id=info['base_model_id'], original=True)
     info = read_router_json(p); check_adapter_dir(p, 'router LoRA')
     return dict(kind=kind, path=p, labels=list(info['labels']), base_model_id=info['base_model_id'], original=False)
 
@@ -527,6 +541,10 @@ def load_router(path:str|Path,   # router-head.pt, its directory, or a router-Lo
                 batch_size:int=8,# samples per forward pass
                 method:str='score', # LoRA routers: 'score' (constrained) or 'generate' (free, as the seed)
                 merge:bool=None, # LoRA routers: merge the adapter into the weights (default: only on its own backbone)
+                lora_labels:str|list=None, # original router LoRAs (no router.json): adapter names in label order (`--labels`)
+                answer_format:str='auto', # original router LoRAs: 'digit', 'name' or 'auto'
+                dataset_dir:str=None,  # original router LoRAs: a routing dataset (its metadata.json labels, val samples)
+                log=print,             # where an original router LoRA's choices are said
                ):
     "Load a trained router (head or LoRA) as a router-protocol object"
     kind, p = find_router(path)
@@ -537,7 +555,8 @@ def load_router(path:str|Path,   # router-head.pt, its directory, or a router-Lo
         if ck['format'] == ORIGINAL_HEAD: return _original_router(ck, p, model, processor, batch_size, info)
         _check_backbone(ck, model, p)
         return HeadRouter(head_from_checkpoint(ck), model, processor, ck['labels'], ck['pooling'], batch_size, info)
-    return load_lora_router(p, model, processor, batch_size, method, merge=merge)
+    return load_lora_router(p, model, processor, batch_size, method, merge=merge, labels=lora_labels,
+                            answer_format=answer_format, dataset_dir=dataset_dir, log=log)
 
 def check_router_labels(router,            # a router object
                         label_map:dict,    # the dataset's label map (its metadata.json)
@@ -677,11 +696,16 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
                     stopped_early=ev and tr.state.global_step < tr.state.max_steps)
 
 # %% ../nbs/03_train_modal.ipynb #319c02a1
+ANSWER_FORMATS = ('name', 'digit')
+
 def name_ids(processor,    # the backbone's processor
-             labels:list,  # adapter names
-            )->list:       # one list of token ids per name
-    "Token ids of each label's answer (`name<|im_end|>`)"
-    return [processor.tokenizer(answer_text(n, processor), add_special_tokens=False).input_ids for n in labels]
+             labels:list,  # adapter names in label order
+             form:str='name', # the answer the router was trained on: 'name' (`calendar<|im_end|>`) or 'digit' (`0<|im_end|>`)
+            )->list:       # one list of token ids per label
+    "Token ids of each label's answer, as a name or as its label digit"
+    if form not in ANSWER_FORMATS: raise ConfigError(f"unknown answer format {form!r}; use one of {', '.join(ANSWER_FORMATS)}")
+    texts = [answer_text(n if form == 'name' else str(i), processor) for i, n in enumerate(labels)]
+    return [processor.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 def branch_points(ids:list, # token-id sequences
                  )->dict:   # {prefix tuple: sorted allowed next tokens}
@@ -706,9 +730,10 @@ def score_names(model,              # a model whose active adapter is the router
                 samples:list,       # routing samples
                 labels:list,        # adapter names (the router's labels)
                 batch_size:int=8,   # samples per forward pass
+                form:str='name',    # the answers scored: 'name' or 'digit' (see `name_ids`)
                )->np.ndarray:       # (n, len(labels)) probabilities
-    "Constrained scoring: the probability trie-constrained decoding gives each adapter name"
-    ids = name_ids(processor, labels); bp = branch_points(ids); dev = next(model.parameters()).device
+    "Constrained scoring: the probability trie-constrained decoding gives each adapter's answer"
+    ids = name_ids(processor, labels, form); bp = branch_points(ids); dev = next(model.parameters()).device
     res = []
     for i in range(0, len(samples), batch_size):
         enc = {k: v.to(dev) for k, v in encode_router(processor, samples[i:i+batch_size], labels).items()}
@@ -725,9 +750,10 @@ def score_names(model,              # a model whose active adapter is the router
 def parse_name(text:str,    # a generated answer
                labels:list,  # valid adapter names
               )->str|None:
-    "The adapter name in a generated answer: an exact match, else the first name mentioned, else None"
+    "The adapter name in a generated answer: an exact name or label digit, else the first name mentioned, else None"
     t = text.strip().strip('."\'`').strip().lower()
     if t in labels: return t
+    if t.isdigit(): return labels[int(t)] if int(t) < len(labels) else None   # the original's digit answers
     hits = [(m.start(), n) for n in labels for m in [re.search(rf'(?<![\w-]){re.escape(n)}(?![\w-])', t)] if m]
     return min(hits)[1] if hits else None
 
@@ -823,35 +849,41 @@ class LoraRouter:
     "A router LoRA on its backbone, following the router protocol"
     kind = 'lora'
     def __init__(self, model, processor, labels:list, info:dict=None, adapter:str='router', method:str='score',
-                 batch_size:int=8, max_new_tokens:int=20):
+                 batch_size:int=8, max_new_tokens:int=20, form:str='name'):
         if method not in ('score', 'generate'): raise ConfigError(f"unknown method {method!r}; use 'score' or 'generate'")
         self.model, self.processor, self.labels, self.info = model, processor, list(labels), info or {}
         self.adapter, self.method, self.batch_size, self.max_new_tokens = adapter, method, batch_size, max_new_tokens
+        self.form = form   # the answer it was trained to give: 'name' or 'digit' (an original router LoRA)
         self.label_map = self.info.get('label_map') or {n: i for i, n in enumerate(self.labels)}
         self.last_texts = None
     def __call__(self, samples:list)->np.ndarray:
         with using_adapter(self.model, self.adapter):
-            if self.method == 'score': return score_names(self.model, self.processor, samples, self.labels, self.batch_size)
+            if self.method == 'score': return score_names(self.model, self.processor, samples, self.labels, self.batch_size, self.form)
             self.last_texts = generate_names(self.model, self.processor, samples, self.labels, self.max_new_tokens, self.batch_size)
         k = len(self.labels); res = np.full((len(samples), k), 1/k, dtype=np.float32)  # unparseable answer: uniform
         for i, t in enumerate(self.last_texts):
             n = parse_name(t, self.labels)
             if n is not None: res[i] = np.eye(k, dtype=np.float32)[self.labels.index(n)]
         return res
-    def __repr__(self): return f"LoraRouter({self.labels}, method={self.method!r}, base={self.info.get('base_model_id')!r})"
+    def __repr__(self): return f"LoraRouter({self.labels}, method={self.method!r}, form={self.form!r}, base={self.info.get('base_model_id')!r})"
 
-def load_lora_router(path:str|Path,    # router-LoRA directory (with router.json)
+def load_lora_router(path:str|Path,    # router-LoRA directory (with router.json, or an original run's adapter)
                      model=None,       # backbone or PeftModel to load onto; None loads its own
                      processor=None,   # its processor
                      batch_size:int=8, # samples per forward pass
                      method:str='score', # 'score' or 'generate'
                      adapter:str='router', # adapter name inside the PeftModel
                      merge:bool=None,  # merge into the weights; default: only when it loads its own backbone
+                     labels:str|list=None, # original runs: adapter names in label order (see `original_labels`)
+                     answer_format:str='auto', # original runs: 'digit', 'name' or 'auto' (see `choose_answer_format`)
+                     dataset_dir:str=None, # original runs: a routing dataset (metadata.json labels; val samples for 'auto')
+                     log=print,        # where an original run's label source and answer format are said
                     )->LoraRouter:
     "Load a router LoRA directory onto `model` (or onto its own backbone) as a `LoraRouter`"
     from peft import PeftModel
-    path = Path(path)
-    info = read_router_json(path); check_adapter_dir(path, 'router LoRA')
+    path = Path(path); own = (path/'router.json').is_file()
+    info = read_router_json(path) if own else original_lora_info(path, labels, dataset_dir, log)
+    check_adapter_dir(path, 'router LoRA')
     if merge is None: merge = model is None  # its own backbone: nothing else shares it, so fold the LoRA in
     if model is None: model, processor = load_backbone(info['base_model_id'])
     _check_backbone(info, model, path)
@@ -862,4 +894,73 @@ def load_lora_router(path:str|Path,    # router-LoRA directory (with router.json
         else: model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter)
         if merge: model, adapter = model.merge_and_unload(), None
     model.eval()
-    return LoraRouter(model, processor, info['labels'], info, adapter, method, batch_size)
+    r = LoraRouter(model, processor, info['labels'], info, adapter, method, batch_size)
+    if own and answer_format == 'auto': return r          # this project's runs answer with the name
+    r.form = choose_answer_format(r, answer_format, dataset_dir, log)
+    return r
+
+
+# %% ../nbs/03_train_modal.ipynb #679c9039
+def metadata_labels(meta:dict)->list|None:
+    "Adapter names in label order from a routing dataset's `metadata.json` (seed 003's `adapters`, or `label_map`)"
+    m = meta.get('label_map') or {n: a.get('label') for n, a in (meta.get('adapters') or {}).items() if isinstance(a, dict)}
+    if not m or not all(isinstance(v, int) for v in m.values()): return None
+    return sorted(m, key=m.get)
+
+def original_labels(labels:str|list=None, # `--labels`: comma-separated adapter names in label order (or a list)
+                    dataset_dir:str=None,  # a routing dataset directory with `metadata.json`
+                    registry=None,         # `config.Registry` (default: the registry)
+                   )->tuple:               # (names in label order, where they came from)
+    "An original router LoRA's labels: `--labels`, then the dataset's `metadata.json`, then the registry"
+    if labels:
+        names = [n.strip() for n in labels.split(',')] if isinstance(labels, str) else list(labels)
+        if not all(names) or len(set(names)) != len(names):
+            raise ConfigError(f"--labels {labels!r}: give distinct adapter names in label order, comma-separated")
+        return names, '--labels'
+    mf = Path(dataset_dir)/'metadata.json' if dataset_dir else None
+    if mf and mf.is_file():
+        try: names = metadata_labels(json.loads(mf.read_text()))
+        except (OSError, ValueError) as e: raise ConfigError(f"{mf}: unreadable ({e}); fix it or pass --labels") from None
+        if names: return names, str(mf)
+    reg = registry or load_registry()
+    return reg.names, f"the registry ({reg.source})"
+
+def original_lora_info(path:str|Path, labels=None, dataset_dir=None, # as `original_labels`
+                       log=print)->dict: # where the label source is said (None: silent)
+    "What an original router-LoRA adapter (no router.json) needs to load: labels, base model from adapter_config.json"
+    cfg = check_adapter_dir(path, 'router LoRA'); base = cfg.get('base_model_name_or_path')
+    if not base: raise ConfigError(f"{Path(path)/'adapter_config.json'}: no base_model_name_or_path; the base model is unknown, "
+                                   "pass --model")
+    names, src = original_labels(labels, dataset_dir)
+    if log: log(f"router LoRA {path}: no router.json (an original run); labels {', '.join(names)} from {src}; base {base}")
+    return dict(kind='lora', original=True, labels=names, label_map={n: i for i, n in enumerate(names)}, labels_source=src,
+                base_model_id=base, prompt_version='original')
+
+# %% ../nbs/03_train_modal.ipynb #9a727473
+PROBE = [dict(text='Click the highlighted item', image_path=None)]
+
+@torch.no_grad()
+def answer_mass(router, samples:list)->dict:
+    "Mean probability a router LoRA puts on the first tokens of each answer form at the start of its answer"
+    enc = encode_router(router.processor, samples, router.labels); dev = next(router.model.parameters()).device
+    with using_adapter(router.model, router.adapter):
+        p = F.softmax(router.model(**{k: v.to(dev) for k, v in enc.items()}, logits_to_keep=1).logits[:, -1].float(), -1)
+    first = {f: sorted({ids[0] for ids in name_ids(router.processor, router.labels, f)}) for f in ANSWER_FORMATS}
+    return {f: round(float(p[:, t].sum(1).mean()), 4) for f, t in first.items()}
+
+def choose_answer_format(router:LoraRouter,  # a loaded router LoRA
+                         answer_format:str='auto', # 'name', 'digit', or 'auto' (the form with more probability mass)
+                         dataset_dir:str=None, # its validation samples probe 'auto' (else `PROBE`)
+                         log=print,          # where the choice is said (None: silent)
+                         n:int=8)->str:      # validation samples for 'auto'
+    "The answer form to score: the one given, or for 'auto' the one the adapter puts more probability on"
+    if answer_format != 'auto':
+        name_ids(router.processor, router.labels, answer_format)   # checks the name
+        if log: log(f"answer format: {answer_format} (--answer-format)")
+        return answer_format
+    va = Path(dataset_dir)/'val.jsonl' if dataset_dir else None
+    samples = read_routing(va, None)[0][:n] if va and va.is_file() else PROBE
+    mass = answer_mass(router, samples); form = max(ANSWER_FORMATS, key=mass.get)
+    if log: log(f"answer format: {form} (auto: probability mass {mass} on {len(samples)} "
+                f"{'validation samples' if samples is not PROBE else 'probe prompt'})")
+    return form
