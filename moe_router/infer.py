@@ -476,7 +476,7 @@ def _kept(self:StackedPipeline, reqs:list, todo:list)->list:
 @patch
 def run(self:StackedPipeline, batch:list)->list:
     "Route, switch and generate for a batch of requests; results in input order"
-    reqs = [as_request(x) for x in batch]; n = len(reqs)
+    reqs = [as_request(x) for x in batch]
     for r in reqs:
         if r['expert'] is not None and r['expert'] not in self.experts:
             raise ConfigError(f"unknown expert {r['expert']!r}; this stack serves {sorted(self.experts)}")
