@@ -32,7 +32,7 @@ from .config import (ConfigError, DatasetError, load_registry, check_label_map, 
                                atomic_write_json, atomic_dir, read_jsonl)
 from .datagen import read_routing
 from .backbone import (load_backbone, backbone_fingerprint, quiet_hf, encode_router, answer_text, encode_chat,
-                                 sample_image, greedy_generate, router_messages, router_system_prompt, PROMPT_VERSION)
+                                 sample_image, greedy_generate, router_messages, router_system_prompt, PROMPT_VERSION, vl_model)
 
 # %% ../nbs/03_train_modal.ipynb #a2890ec8
 def resolve_data(dataset_dir:str=None,    # routing dataset directory (`train.jsonl`, `val.jsonl`)
@@ -83,11 +83,6 @@ def pool_hidden(hidden:torch.Tensor, # (batch, seq, dim) hidden states
     return img if pooling == 'image' else torch.cat([pool_hidden(hidden, mask, 'last'), img], -1)
 
 # %% ../nbs/03_train_modal.ipynb #3490cd0b
-def _inner(model):
-    "The transformer under the LM head (`Qwen3VLModel`), through a `PeftModel` if need be (LoRA layers stay in place)"
-    m = model.get_base_model() if hasattr(model, 'get_base_model') else model
-    return m.model
-
 @torch.no_grad()
 def pooled_features(model,              # the backbone (or a PeftModel with adapters disabled)
                     processor,          # its processor
@@ -103,7 +98,7 @@ def pooled_features(model,              # the backbone (or a PeftModel with adap
     pools = POOLINGS if pooling == 'auto' else (pooling,)
     was = model.training
     if was: model.eval()
-    dev = next(model.parameters()).device; inner = _inner(model); res = {p: [] for p in pools}
+    dev = next(model.parameters()).device; inner = vl_model(model); res = {p: [] for p in pools}
     img_id = model.config.image_token_id; d = model.config.get_text_config().hidden_size
     steps = range(0, len(samples), batch_size)
     try:
@@ -521,7 +516,7 @@ class OriginalHeadRouter(HeadRouter):
             for i in range(0, len(samples), self.batch_size):
                 enc = tok([s['text'] for s in samples[i:i+self.batch_size]], return_tensors='pt', padding=True,
                           truncation=True, max_length=512).to(dev)
-                hid = _inner(self.model)(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']).last_hidden_state.float()
+                hid = vl_model(self.model)(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']).last_hidden_state.float()
                 res.append(pool_hidden(hid, enc['attention_mask'], 'first').cpu())
         return torch.cat(res)
 
