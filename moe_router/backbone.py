@@ -227,9 +227,10 @@ def router_messages(text:str,          # the user's instruction
             {'role': 'user', 'content': content}]
 
 # %% ../nbs/03a_backbone.ipynb #aa28822a
-def sample_image(s:dict, # a routing sample (`image`, `image_path`)
+def sample_image(s:dict, # a routing sample (`image`, `image_path`), or a request with its `screenshot` decoded already
                 ):       # a PIL RGB image, or None for a text-only sample
     "The sample's screenshot, or None if it has none"
+    if s.get('screenshot') is not None: return s['screenshot'].convert('RGB')   # decoded earlier (e.g. while another request decoded)
     p = s.get('image_path')
     if p is None:
         if s.get('image'):
