@@ -310,7 +310,9 @@ def __call__(self:GreedyDecoder, enc:dict, # encoded prompts (left-padded), on t
     for k in range(1, max_new):
         if k % self.check_every == 0 and not bool(live.any()): break
         mask[:, P + k - 1] = 1
-        tok, live = self.step(cache, tok[:, None], (pos0 + k - 1).unsqueeze(0).expand(3, B, 1), mask, live, bans[k], eos_t, pad_t)
+        torch.compiler.cudagraph_mark_step_begin()   # a CUDA graph's next replay overwrites its outputs: keep copies
+        tok, live = (t.clone() for t in self.step(cache, tok[:, None], (pos0 + k - 1).unsqueeze(0).expand(3, B, 1), mask, live,
+                                                   bans[k], eos_t, pad_t))
         toks.append(tok)
     return torch.stack(toks, 1)
 
@@ -334,6 +336,7 @@ def _batch_size(router, n:int):
 
 class StackedPipeline:
     "One resident base model with the router and every task LoRA as named adapters"
+    step_compile = None  # how the fast decode step compiles: None (CUDA graphs on CUDA, eager elsewhere) or a dynamo backend
     def __init__(self, model, processor,   # the base model (not yet a PeftModel) and its processor
                  router=None,              # router object, or path of a head / router-LoRA checkpoint
                  loras:dict=None,          # `{name: path | 'base' | None}`
@@ -469,7 +472,8 @@ def _encode(self:StackedPipeline, chunk:list, pix:list)->tuple:
 def _decoder(self:StackedPipeline)->GreedyDecoder:
     "The fast path's decoder: its step compiled with CUDA graphs on CUDA, eager elsewhere"
     if self.decoder is None:
-        self.decoder = GreedyDecoder(self.model, 'cuda' if next(self.model.parameters()).is_cuda else None)
+        auto = 'cuda' if next(self.model.parameters()).is_cuda else None
+        self.decoder = GreedyDecoder(self.model, self.step_compile or auto)
     return self.decoder
 
 @patch
