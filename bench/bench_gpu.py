@@ -37,7 +37,7 @@ BANDWIDTH = {'H200': 4.8e12, 'H100': 3.35e12}  # spec-sheet HBM bandwidth, bytes
 CPU_BANDWIDTH = 20e9                             # assumed for a CPU (DDR, a few channels)
 SIZES = (1, 4)                                   # batch sizes the fast path is warmed for
 # seconds a section needs at 8B shapes (measured on an H200 or estimated from its parts); skipped when less is left
-NEED = dict(start=150, warm_main=70, decode=40, stacked=45, route=10, batch12=60, shared_vision=15, alternate=15)
+NEED = dict(warm_main=30, start=90, decode=40, stacked=45, route=10, batch12=60, shared_vision=15, alternate=15)
 
 
 def sync():
@@ -137,7 +137,9 @@ def probe(work:Path, cache:str, sizes:tuple, compile_mode:str=None)->dict:
     t_start = time.time()
     r = pipe(dict(text=TEXTS[0], image_path=str(work/'shot0.png')))
     sync(); t_end = time.time()
-    return dict(to_first_answer=t_end - t_proc, process_and_imports=t_imp - t_proc, load=t_load - t_imp, start=st,
+    from torch._dynamo.utils import counters
+    hits = {k: v for c in ('inductor', 'aot_autograd') for k, v in counters[c].items() if 'cache' in k}
+    return dict(cache_counters=hits, to_first_answer=t_end - t_proc, process_and_imports=t_imp - t_proc, load=t_load - t_imp, start=st,
                 start_secs=t_start - t_load, first_answer=t_end - t_start, fast=pipe.fast, answer=r.text, adapter=r.adapter)
 
 
@@ -206,13 +208,16 @@ class Bench:
 
     def start(self):
         "Start to the first answer in fresh processes: cold (no compile cache), then warm (the artifacts the cold one saved)"
-        cache = self.work/'compile-cache.bin'
+        cache = self.work/'compile-cache-probe.bin'   # written by the cold process, read by the warm one
         for name in ('cold', 'warm'):
-            env = dict(os.environ, BENCH_T0=str(time.time()), TORCHINDUCTOR_CACHE_DIR=str(self.work/f'inductor-{name}'))
+            env = dict(os.environ, BENCH_T0=str(time.time()), TORCHINDUCTOR_CACHE_DIR=str(self.work/f'inductor-{name}'),
+                       TRITON_CACHE_DIR=str(self.work/f'triton-{name}'))   # empty caches: what a new container has
             cmd = [sys.executable, __file__, '--probe', str(cache), '--work', str(self.work), '--shapes', self.shapes]
             if self.compile_mode: cmd += ['--compile', self.compile_mode]
             cmd += ['--sizes', '1']
-            t0 = time.time(); p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=min(600, max(30, self.left() - 120)))
+            need = (90 if name == 'cold' else 50) if self.big else 0
+            if self.left() < need: self.skipped.append(f'start.{name}'); continue
+            t0 = time.time(); p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=min(600, max(20, self.left() - 10)))
             wall = time.time() - t0
             got = next((json.loads(l[6:]) for l in p.stdout.splitlines() if l.startswith('PROBE ')), None)
             if got is None: raise RuntimeError(f'{name} start probe failed (exit {p.returncode}): {p.stderr.strip()[-400:]}')
@@ -222,14 +227,15 @@ class Bench:
             self.row(f'start to first answer, {name} ({"no compile cache" if name == "cold" else "compile cache from the cold start"})',
                      f"{got['to_first_answer']:.1f} s", f"process + imports {got['process_and_imports']:.1f} s, load {got['load']:.1f} s, "
                      f"warm-up {st['seconds']:.1f} s (batch sizes {list(st['warmup'])}, cache loaded {st['cache_loaded']}, "
-                     f"{st['cache_bytes']/1e6:.1f} MB saved), first answer {ms(got['first_answer'])}; fast path {got['fast']}")
-        self.res['start']['cache_bytes'] = cache.stat().st_size if cache.exists() else 0
+                     f"{st['cache_bytes']/1e6:.1f} MB saved), first answer {ms(got['first_answer'])}; fast path {got['fast']}; "
+                     f"compile cache {got['cache_counters']}")
+        self.res.setdefault('start', {})['cache_bytes'] = cache.stat().st_size if cache.exists() else 0
 
     def warm_main(self):
-        "This process's own start: load the cold start's cache artifacts and warm batch sizes 1 and 4"
+        "This process's own start: warm batch sizes 1 and 4 (compiling; its artifacts are saved for nothing else)"
         from moe_router.infer import GreedyDecoder
         self.mode(True)
-        st = self.pipe.start(self.work/'compile-cache.bin', SIZES)
+        st = self.pipe.start(self.work/'compile-cache-main.bin', SIZES)
         self.res['start_main'] = st
         if not self.pipe.fast:   # the compiled step failed to warm up: measure GreedyDecoder with eager steps, and say so
             self.notes.append('the compiled decode step failed to warm up (see the log); fast rows use GreedyDecoder with eager steps')
@@ -454,7 +460,7 @@ def main(argv=None):
     complete = False
     try:
         b.setup(); b.save()
-        for name in ('start', 'warm_main', 'decode', 'stacked', 'alternate', 'route', 'batch12', 'shared_vision'):
+        for name in ('warm_main', 'decode', 'stacked', 'alternate', 'route', 'batch12', 'start', 'shared_vision'):
             b.section(name, getattr(b, name))
         complete = True
     except KeyboardInterrupt as e:

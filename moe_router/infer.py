@@ -9,10 +9,10 @@ __all__ = ['BASE', 'ROUTER_ADAPTER', 'CHECKPOINTS_ROOT', 'WARMUP_SCREEN', 'MAX_I
            'MAX_PROMPT_CHARS', 'MAX_PROMPT_TOKENS', 'TEMPLATE_TOKENS', 'resolve_adapter_dir', 'read_loras', 'same_base',
            'adapter_spec', 'check_coverage', 'validate_stack', 'parse_answer', 'InferResult', 'as_request',
            'decode_answers', 'AdapterSwitch', 'DecodePolicy', 'cache_len', 'plain_greedy', 'GreedyDecoder',
-           'router_labels', 'StackedPipeline', 'stack_base', 'compile_cache_file', 'load_compile_cache',
-           'save_compile_cache', 'pipeline_generate', 'run_dataset', 'dataset_report', 'infer_one', 'RequestError',
-           'decode_image', 'check_prompt', 'expert_name', 'json_safe', 'api_reply', 'context_length',
-           'generation_budget', 'MicroBatcher', 'InferenceService']
+           'router_labels', 'attach_router', 'StackedPipeline', 'stack_base', 'compile_cache_file',
+           'load_compile_cache', 'save_compile_cache', 'pipeline_generate', 'run_dataset', 'dataset_report',
+           'infer_one', 'RequestError', 'decode_image', 'check_prompt', 'expert_name', 'json_safe', 'api_reply',
+           'context_length', 'generation_budget', 'MicroBatcher', 'InferenceService']
 
 # %% ../nbs/05_stacked_infer.ipynb #0164030e
 import base64, binascii, inspect, io, json, os, re, sys, tempfile, time, warnings
@@ -334,6 +334,22 @@ def _batch_size(router, n:int):
     finally:
         if old is not None: router.batch_size = old
 
+def attach_router(router,        # None, a router object, or the path of a head / router-LoRA checkpoint
+                  model,         # the stack's model (a PeftModel once adapters are loaded)
+                  processor,     # its processor
+                  bare,          # the base model before the adapters were loaded
+                  router_kw:dict={}, # passed to `load_router` for a path
+                 )->tuple:       # (router object, the stack's model: a router LoRA wraps a bare base)
+    "The router on the stack's model: a head reads the model with adapters disabled, a router LoRA is one more adapter"
+    if router is None: return None, model
+    if isinstance(router, (str, Path)):
+        router = load_router(router, model, processor, **router_kw)
+        if getattr(router, 'kind', None) == 'lora': model = router.model  # a bare base was wrapped
+    elif getattr(router, 'model', None) is bare and model is not bare:
+        router.model = model   # a head built on the bare base must now disable the adapters
+    return router, model
+
+# %% ../nbs/05_stacked_infer.ipynb #a386dd3d
 class StackedPipeline:
     "One resident base model with the router and every task LoRA as named adapters"
     step_compile = None  # how the fast decode step compiles: None (CUDA graphs on CUDA, eager elsewhere) or a dynamo backend
@@ -374,7 +390,7 @@ class StackedPipeline:
                     else: self.model.load_adapter(s['path'], adapter_name=name)
                 except Exception as e:  # PEFT's own errors do not say which adapter
                     raise ConfigError(f"{s['path']}: adapter {name!r} could not be loaded onto {self.base_id}: {e}") from e
-        self.router = self._load_router(router, model)
+        self.router, self.model = attach_router(router, self.model, self.processor, model, self.router_kw)
         self.model.eval()
         self.switch = AdapterSwitch(self.model) if hasattr(self.model, 'peft_config') else None
         self.merger, self.vision, self.last_decode = MergedAdapter(self.model) if self.switch else None, None, None
@@ -382,15 +398,6 @@ class StackedPipeline:
         self.load_secs = time.perf_counter() - t0
         self.labels = list(self.router.labels) if self.router is not None else []
         self.system = {n: s['task'].get('system_prompt') for n, s in self.specs.items()}
-
-    def _load_router(self, router, bare):
-        if router is None: return None
-        if isinstance(router, (str, Path)):
-            router = load_router(router, self.model, self.processor, **self.router_kw)
-            if getattr(router, 'kind', None) == 'lora': self.model = router.model  # a bare base was wrapped
-        elif getattr(router, 'model', None) is bare and self.model is not bare:
-            router.model = self.model   # a head built on the bare base must now disable the adapters
-        return router
 
     def __repr__(self):
         return (f"StackedPipeline(base={self.base_id!r}, router={getattr(self.router, 'kind', None)!r}, "
