@@ -266,7 +266,9 @@ class GreedyDecoder:
                  check_every:int=8):     # steps between the host's checks whether every row has finished
         self.hf = model.get_base_model() if hasattr(model, 'get_base_model') else model
         self.lm, self.head, self.caches = vl_model(model).language_model, self.hf.get_output_embeddings(), {}
-        self.keep, self.check_every = 'logits_to_keep' in inspect.signature(self.hf.forward).parameters, check_every
+        params = inspect.signature(self.hf.forward).parameters
+        self.keep, self.check_every = 'logits_to_keep' in params, check_every
+        self.kv = 'cache' if 'cache' in params else 'past_key_values'   # renamed in transformers 5.2x
         if compile is None: self.step = self._step
         elif compile == 'cuda': self.step = torch.compile(self._step, mode='reduce-overhead', fullgraph=False, dynamic=False)
         else: self.step = torch.compile(self._step, backend=compile, dynamic=False)
@@ -284,7 +286,7 @@ class GreedyDecoder:
         return nxt, live & ~torch.isin(nxt, eos)
 
     def _step(self, cache, tok, pos, mask, live, ban, eos, pad):
-        h = self.lm(input_ids=tok, position_ids=pos, attention_mask=mask, past_key_values=cache, use_cache=True).last_hidden_state
+        h = self.lm(input_ids=tok, position_ids=pos, attention_mask=mask, use_cache=True, **{self.kv: cache}).last_hidden_state
         return self.pick(self.head(h[:, -1]).float(), live, ban, eos, pad)
 
 # %% ../nbs/05_stacked_infer.ipynb #e8cb12c2
@@ -302,7 +304,7 @@ def __call__(self:GreedyDecoder, enc:dict, # encoded prompts (left-padded), on t
     if P + max_new > L: raise ConfigError(f"a {P}-token prompt and {max_new} new tokens do not fit a static cache of {L}")
     cache, eos_t, pad_t = self.cache(B, L), torch.tensor(eos, device=dev), torch.tensor(pad, device=dev)
     bans = torch.arange(max_new, device=dev) < min_new
-    out = self.hf(**enc, past_key_values=cache, use_cache=True, **({'logits_to_keep': 1} if self.keep else {}))
+    out = self.hf(**enc, use_cache=True, **{self.kv: cache}, **({'logits_to_keep': 1} if self.keep else {}))
     tok, live = self.pick(out.logits[:, -1].float(), torch.ones(B, dtype=torch.bool, device=dev), bans[0], eos_t, pad_t)
     mask = torch.zeros(B, L, dtype=am.dtype, device=dev); mask[:, :P] = am
     pos0 = am.sum(-1, keepdim=True) + vl_model(self.hf).rope_deltas.to(dev).view(B, 1)   # the next 3-D rope position
