@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from PIL import Image, UnidentifiedImageError
 from .config import ConfigError, DatasetError, load_registry, is_slug, env_settings, atomic_write_json
 from .datagen import parse_tool_call, score_tool_call, load_split
-from .backbone import backbone_fingerprint, load_backbone, quiet_hf, vl_model, sample_image
+from .backbone import backbone_fingerprint, load_backbone, quiet_hf, vl_model, sample_image, preprocess_image
 from .experts import encode_task, peft_generate, train_task_lora
 from .routers import find_router, load_head_checkpoint, load_router, router_info, check_adapter_dir, WEIGHT_FILES, pooled_features, score_names, train_head, train_router_lora
 
@@ -440,7 +440,7 @@ def route(self:StackedPipeline, reqs:list)->np.ndarray:
     if not reqs: return np.zeros((0, len(self.labels)), dtype=np.float32)
     r = self.router
     if r is None: raise ConfigError("no router is loaded; name the expert in each request (expert=...) or load a router")
-    reqs = [dict(q, image_path=None, image=None, screenshot=None) if q.get('route_text_only') else q for q in reqs]
+    reqs = [dict(q, image_path=None, image=None, screenshot=None, pixels=None) if q.get('route_text_only') else q for q in reqs]
     with _batch_size(r, len(reqs)), torch.no_grad():
         if getattr(r, 'kind', None) == 'head' and hasattr(r, 'head'):  # the head reads the base: adapters off
             with self.activate(BASE):
@@ -598,9 +598,11 @@ def __call__(self:StackedPipeline, request)->InferResult:
 
 @patch
 def prepare(self:StackedPipeline, request)->dict:
-    "A request with its screenshot decoded (`screenshot`), ready for `run`: the work the micro-batcher does ahead"
+    "A request with its screenshot decoded (`screenshot`) and, for a head router, preprocessed (`pixels`): the work done ahead"
     r = as_request(request)
     if r.get('screenshot') is None and r['image_path'] is not None: r['screenshot'] = sample_image(r)
+    if r.get('screenshot') is not None and getattr(self.router, 'kind', None) == 'head' and not r.get('route_text_only'):
+        r['pixels'] = preprocess_image(self.processor, r['screenshot'])
     return r
 
 # %% ../nbs/05_stacked_infer.ipynb #c906a786
