@@ -443,6 +443,7 @@ def main(argv=None):
                                                    "e.g. 'inductor' exercises the compile cache on a CPU")
     ap.add_argument('--probe', default=None, help=argparse.SUPPRESS)   # start-up probe: the compile cache file
     ap.add_argument('--sizes', default='1,4', help=argparse.SUPPRESS)
+    ap.add_argument('--sections', default=None, help='comma-separated sections to run (default: all), e.g. start for the start-up probes alone')
     a = ap.parse_args(argv)
     import torch
     if a.shapes == 'tiny': torch.set_num_threads(1)
@@ -461,6 +462,7 @@ def main(argv=None):
     try:
         b.setup(); b.save()
         for name in ('warm_main', 'decode', 'stacked', 'alternate', 'route', 'batch12', 'start', 'shared_vision'):
+            if a.sections and name not in a.sections.split(','): continue
             b.section(name, getattr(b, name))
         complete = True
     except KeyboardInterrupt as e:
