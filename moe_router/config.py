@@ -180,6 +180,7 @@ def check_router_record(info:dict,           # what a checkpoint says about itse
                         labelled:bool=True,   # the record must hold `labels` (a router; a task adapter has none)
                        )->dict:               # `info`
     "`ConfigError` naming the field unless labels, label map, outputs, pooling, base model and prompt version agree"
+    if not isinstance(info, dict): raise ConfigError(f"{where}: expected a JSON object of the checkpoint's fields, got {type(info).__name__}")
     bad = lambda field, msg: ConfigError(f"{where}: field {field!r}: {msg}; the checkpoint is inconsistent, retrain or re-save it")
     labels = info.get('labels')
     if labelled or labels is not None:
