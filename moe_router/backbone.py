@@ -249,6 +249,7 @@ def open_screenshot(src,       # a path or a binary file object
             if max(w, h) > MAX_ASPECT * min(w, h):
                 raise ImageError(f"{where} is {w}x{h} pixels, an aspect ratio over {MAX_ASPECT}:1; crop or pad the screenshot")
             return im.convert('RGB')
+    except ImageError: raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:   # a bomb: too many pixels to decode safely
         raise ImageError(f"{where} does not decode to an image ({type(e).__name__}: {e}); "
                          f"a screenshot is {', '.join(SCREENSHOT_FORMATS)}") from None
