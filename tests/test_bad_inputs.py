@@ -517,6 +517,8 @@ CASES = [
          calendar=str(touch(t/'run'/'checkpoint-5'/'adapter_config.json', '{"peft_type": "LORA"}').parent.parent))),
          r"checkpoint-5: incomplete checkpoint \(cut off mid-save\), skipped.*adapter 'calendar': no adapter_config\.json in \S*run",
          outputs=('out.json',)),
+    case('eval: --out holding a file an evaluation does not write', lambda w, t: eval_args(w, t), r'out: holds files an evaluation does not write \(notes\.txt\)',
+         outputs=(), pre=previous('out/notes.txt', 'mine')),
     case('demo: --out ""', lambda w, t: ['moe-router-demo', '--out', '', '--quick'], r'--out is empty', outputs=()),
     case('demo: a user file deep inside task/ of a demo run', lambda w, t: ['moe-router-demo', '--out', t/'run', '--quick'],
          r'holds files the demo did not write \(task/my_adapter\.safetensors\)', outputs=(), pre=demo_run('task/my_adapter.safetensors')),
@@ -612,6 +614,26 @@ def test_explorer_missing_image_placeholder(world, request):
     assert PLACEHOLDER in html and html.count('data:image/jpeg;base64,') >= 1
     explore(ev)   # builds without raising, with or without a kernel
     record(request, 'explorer: missing screenshot -> placeholder', 0, True)
+
+def test_eval_into_a_used_out_replaces_it(world, tmp_path, run, request):
+    "A second evaluation into the same --out replaces the first whole: no stale comparison files, and the explorer loads it"
+    from moe_router.explore import Explorer
+    first = run(eval_args(world, tmp_path)[:-1], tmp_path)            # with the TF-IDF baseline: comparison files
+    assert first.returncode == 0 and (tmp_path/'out'/'comparison.json').is_file(), first.stderr[-2000:]
+    second = run(eval_args(world, tmp_path), tmp_path)                # --no-baseline: no comparison
+    left = sorted(p.name for p in (tmp_path/'out').iterdir())
+    ok = second.returncode == 0 and 'comparison.json' not in left and 'compare' not in left
+    record(request, 'eval into a used --out: replaced whole', second.returncode, ok)
+    assert ok, (second.returncode, left, second.stderr[-2000:])
+    assert Explorer.from_dir(tmp_path/'out').ev.name and not list(tmp_path.glob('.out.*'))
+
+def test_explorer_export_stays_in_its_run(tmp_path, request):
+    "Labels from router-eval.json cannot steer the export file outside the run"
+    from moe_router.explore import export_path
+    p = export_path(tmp_path/'run', 'head', '../../../../x', '..')
+    inside = p.parent == tmp_path/'run'/'exports'
+    record(request, 'explorer export: a label of ../../../../x stays in exports/', 0, inside)
+    assert inside, p
 
 # ---------------------------------------------------------------------------------------------------------------
 # Killed mid-build, and the same seed twice
