@@ -10,7 +10,7 @@ __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_
            'pool_hidden', 'pooled_features', 'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head',
            'choose_pooling', 'with_text_only', 'text_only', 'OriginalHead', 'save_head', 'load_weights',
            'original_head', 'load_head_checkpoint', 'head_from_checkpoint', 'routing_pair', 'train_head',
-           'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'run_adapter_dirs',
+           'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'run_adapter_dirs', 'weights_whole',
            'checkpoint_complete', 'complete_checkpoints', 'check_adapter_dir', 'read_router_json', 'router_info',
            'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator',
            'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name', 'generate_names', 'save_adapter',
@@ -469,17 +469,33 @@ def run_adapter_dirs(p:Path)->list:
     "Where a run keeps its adapter: itself, `final/`, then `checkpoint-N/` (also under `checkpoints/`), highest N first"
     return [p, p/'final', *complete_checkpoints(p)]
 
-def checkpoint_complete(c:Path)->bool:
-    "Whether a Trainer checkpoint was saved whole: adapter config, weights and `trainer_state.json` (written after them)"
-    return (c/'trainer_state.json').is_file() and (c/'adapter_config.json').is_file() and any((c/w).is_file() for w in WEIGHT_FILES)
+def weights_whole(f:Path)->bool:
+    "Whether a `.safetensors` file is whole: its header parses and its last tensor ends where the file does"
+    try:
+        with open(f, 'rb') as fh:
+            n = int.from_bytes(fh.read(8), 'little')
+            if n > f.stat().st_size: return False
+            head = json.loads(fh.read(n))
+        end = max([v['data_offsets'][1] for k, v in head.items() if k != '__metadata__'] or [0])
+        return f.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError): return False
 
-def complete_checkpoints(p:Path)->list:
+def checkpoint_complete(c:Path,             # a `checkpoint-N` directory
+                        resumable:bool=False, # also the Trainer's state, to resume from
+                       )->bool:
+    "Whether a checkpoint was saved whole: its adapter config and whole weights (and `trainer_state.json`, to resume)"
+    w = next((c/x for x in WEIGHT_FILES if (c/x).is_file()), None)
+    return ((c/'adapter_config.json').is_file() and w is not None and (w.suffix != '.safetensors' or weights_whole(w))
+            and (not resumable or (c/'trainer_state.json').is_file()))
+
+def complete_checkpoints(p:Path, resumable:bool=False)->list:
     "A run's `checkpoint-N/` (also under `checkpoints/`), highest N first; one cut off mid-save is skipped, with a warning"
     step = lambda c: int(c.name.split('-')[1]) if c.name.split('-')[1].isdigit() else -1
     cks = sorted([c for c in [*Path(p).glob('checkpoint-*'), *Path(p).glob('checkpoints/checkpoint-*')] if c.is_dir()], key=step, reverse=True)
+    ok = [c for c in cks if checkpoint_complete(c, resumable)]
     for c in cks:
-        if not checkpoint_complete(c): print(f"warning: {c}: incomplete checkpoint (cut off mid-save), skipped", file=sys.stderr)
-    return [c for c in cks if checkpoint_complete(c)]
+        if c not in ok: print(f"warning: {c}: incomplete checkpoint (cut off mid-save), skipped", file=sys.stderr)
+    return ok
 
 WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin')
 
@@ -676,7 +692,7 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
     from peft import get_peft_model
     from trl import SFTTrainer
     out = Path(out); cuda = torch.cuda.is_available()
-    last = complete_checkpoints(out/'checkpoints')[:1] if resume else []
+    last = complete_checkpoints(out/'checkpoints', resumable=True)[:1] if resume else []
     if resume and not last:
         raise ConfigError(f"{out/'checkpoints'}: no complete checkpoint to resume from; train again without --resume")
     pm = get_peft_model(copy.deepcopy(model), lora or lora_config())

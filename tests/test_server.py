@@ -173,16 +173,20 @@ def slow_service(stack, secs=0.5, **kw):
     svc.batcher.run = lambda reqs: (time.sleep(secs), svc.ran.extend(reqs), run(reqs))[2]
     return svc
 
-def test_bounded_under_load(stack):
-    "40 clients at once against 8 admissions: /health answers while they wait, the rest get 429 at once, at most 2 are in the service"
-    svc = slow_service(stack, 0.5, max_batch=1); inside, most, lock = [0], [0], threading.Lock()
-    handle = svc.handle
+def count_inside(svc):
+    "Wrap `svc.handle` to count the requests inside it; returns [most at once]"
+    inside, most, lock, handle = [0], [0], threading.Lock(), svc.handle
     def counted(body):
         with lock: inside[0] += 1; most[0] = max(most[0], inside[0])
         try: return handle(body)
         finally:
             with lock: inside[0] -= 1
     svc.handle = counted
+    return most
+
+def test_bounded_under_load(stack):
+    "40 clients at once against 8 admissions: /health answers while they wait, the rest get 429 at once, at most 2 are in the service"
+    svc = slow_service(stack, 0.5, max_batch=1); most = count_inside(svc)
     with BackgroundServer(svc, max_pending=8, max_active=2) as url, ThreadPoolExecutor(40) as ex:
         t0 = time.monotonic()
         futs = [ex.submit(httpx.post, url + '/', json={'prompt': 'Click day 3', 'image_b64': png_b64()}, timeout=120) for _ in range(40)]
@@ -196,6 +200,14 @@ def test_bounded_under_load(stack):
     svc.close()
     print(f"\nunder load: /health answered in {health_secs:.2f} s with {h.json()['pending']} pending; "
           f"{codes.count(429)} of 40 got 429; at most {most[0]} requests inside the service")
+
+def test_screenshot_pixels_bounded_across_requests(stack):
+    "With a budget of one screenshot's pixels, six concurrent requests with screenshots enter the service one at a time"
+    svc = slow_service(stack, 0.3); most = count_inside(svc)
+    with BackgroundServer(svc, max_pixels=64 * 48, max_active=8) as url, ThreadPoolExecutor(6) as ex:
+        res = list(ex.map(lambda i: httpx.post(url + '/', json={'prompt': 'Click day 3', 'image_b64': png_b64(64, 48)}, timeout=120), range(6)))
+    svc.close()
+    assert [r.status_code for r in res] == [200] * 6 and most[0] == 1, ([r.status_code for r in res], most)
 
 def test_disconnected_client_is_dropped(stack):
     "A client that goes away while its request waits for its turn is never routed or generated"
