@@ -140,6 +140,7 @@ def run_train(router:str='head',  # 'head' or 'lora'
 # %% ../nbs/08_cli.ipynb #d87954f2
 def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `--epochs` and `--lr`
                         batch_size:int=8, patience:int=5, min_delta:float=0.0, seed:int=0, max_length:int=None,
+                        r:int=16, alpha:float=32, dropout:float=0.05, grad_accum:int=1, # a router LoRA's rank, alpha, dropout, accumulation
                         **kw): # the other flags (not checked here)
     "Refuse numbers training cannot use: not finite, out of range, or a fraction of an epoch for the head"
     for flag, v in (('--epochs', epochs), ('--lr', lr), ('--min-delta', min_delta)):
@@ -152,6 +153,10 @@ def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `
     if min_delta < 0: raise ConfigError(f"--min-delta {min_delta:g} must be 0 or more (an improvement of eval loss)")
     if not 0 <= seed < 2**32: raise ConfigError(f"--seed {seed} must be between 0 and 2**32-1")
     if max_length is not None and max_length < 1: raise ConfigError(f"--max-length {max_length} must be at least 1")
+    if r < 1: raise ConfigError(f"--r {r} must be at least 1 (the LoRA rank)")
+    if grad_accum < 1: raise ConfigError(f"--grad-accum {grad_accum} must be at least 1 (batches per optimizer step)")
+    if not (math.isfinite(alpha) and alpha > 0): raise ConfigError(f"--alpha {alpha:g} must be a number greater than 0 (the LoRA scale)")
+    if not 0 <= dropout < 1: raise ConfigError(f"--dropout {dropout:g} must be at least 0 and below 1 (a probability)")
 
 def train_kwargs(router:str,  # 'head' or 'lora'
                  epochs,      # `--epochs`, or None for the kind's default
@@ -229,6 +234,7 @@ def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` o
     from moe_router.infer import stack_base
     try:
         if not router or not dataset_dir: raise ConfigError("both --router and --dataset-dir are required")
+        check_out(out, '--out')
         if not 0 <= target_accuracy <= 1: raise ConfigError(f"--target-accuracy {target_accuracy} must be between 0 and 1 (an accuracy)")
         rk = dict(lora_labels=labels, answer_format=answer_format, dataset_dir=dataset_dir)
         base, where = stack_base(model, router)
@@ -248,6 +254,9 @@ def check_infer_flags(prompt, dataset_dir, image, max_samples, max_new_tokens, t
     "Refuse `moe-router-infer` flags that cannot work, before anything loads"
     if not (prompt or dataset_dir): raise ConfigError("give --prompt \"...\" or --dataset-dir DIR")
     if image and not Path(image).is_file(): raise ConfigError(f"{image}: image file not found")
+    if image:   # the server's limits: a screenshot format, its pixels and aspect ratio, read from the header
+        from moe_router.backbone import open_screenshot
+        open_screenshot(image, image)
     for flag, v, lo in (('--max-samples', max_samples, 1), ('--max-new-tokens', max_new_tokens, 1)):
         if v is not None and v < lo: raise ConfigError(f"{flag} {v} must be at least {lo}")
     if not 0 <= threshold <= 1: raise ConfigError(f"--threshold {threshold:g} must be between 0 and 1 (a router confidence)")
@@ -276,6 +285,7 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
     from moe_router.infer import StackedPipeline, run_dataset, dataset_report
     try:
         check_infer_flags(prompt, dataset_dir, image, max_samples, max_new_tokens, threshold)
+        check_out(json_out, '--json-out', is_file=True)
         if router is None and expert is None: router = os.environ.get('ROUTER_OUT')
         if router is None and expert is None:
             raise ConfigError("pass --router (a router-head.pt or a router-LoRA directory), or --expert NAME to skip routing")

@@ -6,11 +6,12 @@ Docs: https://moe-router.github.io/moe_router/datagen.html.md"""
 
 # %% auto #0
 __all__ = ['SPLITS', 'MAX_INSTRUCTION_TOKENS', 'RULE', 'LATEST_RE', 'parse_tool_call', 'score_tool_call', 'resolve_image',
-           'load_metadata', 'read_routing', 'load_split', 'RecordError', 'expert_turns', 'record_image',
+           'image_file', 'load_metadata', 'read_routing', 'load_split', 'RecordError', 'expert_turns', 'record_image',
            'image_in_dataset', 'to_routing_sample', 'shared_fixture', 'ExpertSource', 'check_length', 'iter_expert',
            'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr', 'expert_sources', 'read_experts', 'make_splits',
-           'dataset_metadata', 'write_routing_dataset', 'build_routing_dataset', 'update_latest', 'experts_from_flags',
-           'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets', 'gold_labels']
+           'dataset_metadata', 'write_routing_dataset', 'build_routing_dataset', 'fingerprint_images', 'update_latest',
+           'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets',
+           'gold_labels']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, json, math, os, random, re, shutil, sys, tempfile
@@ -74,6 +75,22 @@ def resolve_image(image:str|None, # a sample's `image`, e.g. `calendar/images/ca
         if c.is_file(): return c
     return None
 
+# %% ../nbs/01_datagen.ipynb #cfd6c626
+def image_file(image:str|None,     # a sample's `image`
+               dataset_roots:dict, # `{expert dataset dir: the root it was built from}` (metadata `dataset_roots`)
+               roots:list=(),      # other roots, searched only if the expert's own root does not hold the file
+              )->Path|None:        # the one file it names, or None
+    "The one file a sample's screenshot names: under its own expert's root, else under exactly one of `roots`"
+    if not image: return None
+    if Path(image).is_absolute(): return Path(image) if Path(image).is_file() else None
+    own = dataset_roots.get(image.replace('\\', '/').split('/')[0])
+    if own and (Path(own)/image).is_file(): return (Path(own)/image).absolute()
+    found = list(dict.fromkeys((Path(r)/image).resolve() for r in roots if (Path(r)/image).is_file()))
+    if len(found) > 1:
+        raise DatasetError(f"screenshot {image!r} exists under two image roots, {found[0]} and {found[1]}; a reader could take "
+                           f"either: record the expert's root in metadata dataset_roots, or remove one")
+    return found[0] if found else None
+
 # %% ../nbs/01_datagen.ipynb #1b5152f0
 SPLITS = ('train', 'val', 'test', 'data')
 
@@ -98,6 +115,15 @@ def _check_sample_label(s:dict, lm:dict, where:str):
         raise DatasetError(f"{where}: label {s.get('label')!r} for adapter {s.get('adapter')!r} does not match the "
                            f"registry's label map {lm}; regenerate the dataset with the current adapters.yaml")
 
+def _check_sample_fields(s:dict, where:str):
+    "`DatasetError` for a routing sample without its instruction, or whose image path leaves the image roots"
+    if not (isinstance(s.get('text'), str) and s['text'].strip()):
+        raise DatasetError(f"{where}: field 'text': missing or empty; every routing sample needs its instruction")
+    img = s.get('image')
+    if img is not None and not isinstance(img, str): raise DatasetError(f"{where}: field 'image': expected a path, got {type(img).__name__}")
+    if img and '..' in PurePosixPath(img.replace('\\', '/')).parts:
+        raise DatasetError(f"{where}: field 'image': {img!r} leaves the image roots; keep screenshots inside the expert datasets")
+
 def read_routing(path:str|Path,        # a routing JSONL (train/val/test/data) inside a routing dataset directory
                  registry=None,        # a `Registry` to check labels against; None skips the check
                  roots:list|None=None, # extra image roots, tried first
@@ -108,10 +134,13 @@ def read_routing(path:str|Path,        # a routing JSONL (train/val/test/data) i
     meta = load_metadata(d) if (d/'metadata.json').is_file() else {}
     if registry is not None: check_label_map(meta.get('label_map', registry.label_map), registry.label_map, f"{d/'metadata.json'}")
     rts = [*(roots or []), *meta.get('image_roots', []), d.absolute(), d.absolute().parent]
+    droots = meta.get('dataset_roots') or {}
     samples, unresolved = [], []
     for i, s in iter_jsonl(path):
         if registry is not None: _check_sample_label(s, registry.label_map, f"{path}:{i}")
-        ip = resolve_image(s.get('image'), rts)
+        _check_sample_fields(s, f"{path}:{i}")
+        try: ip = resolve_image(s.get('image'), roots or []) or image_file(s.get('image'), droots, rts)
+        except DatasetError as e: raise DatasetError(f"{path}:{i}: {e}") from None
         if s.get('image') and ip is None: unresolved.append(f"{path}:{i}: {s['image']}")
         samples.append({**s, 'image_path': str(ip) if ip else None})
     if unresolved and require_images:
@@ -408,6 +437,9 @@ def expert_sources(experts:dict, # `{adapter name: JSONL file or dataset directo
     by_name = {}
     for s in srcs:
         o = by_name.setdefault(s.dataset, s)
+        if o.path.resolve() == s.path.resolve() and o is not s:
+            raise ConfigError(f"'{o.name}' and '{s.name}' are both given the dataset {s.path}; the same records would be labelled "
+                              f"both ways: give each expert its own dataset")
         if o.root != s.root:
             raise ConfigError(f"'{o.name}' ({o.path}) and '{s.name}' ({s.path}) are both in directories named {s.dataset!r}; "
                               f"image paths would be ambiguous, so rename one directory")
@@ -482,7 +514,7 @@ def dataset_metadata(out:Path, prefix:str, seed:int, train_val_split:float, regi
                 label_distribution_train=_dist(train, names), label_distribution_val=_dist(val, names),
                 label_distribution_eval=_dist(test, names), label_map=registry.label_map,
                 package_version=moe_router.__version__, researcher=researcher_name(),
-                image_roots=sorted({str(s.root) for s in srcs}), ocr=ocr, skipped=skipped,
+                image_roots=sorted({str(s.root) for s in srcs}), dataset_roots={s.dataset: str(s.root) for s in srcs}, ocr=ocr, skipped=skipped,
                 source_records={s.name: picked[s.name]['records'] for s in srcs}, dataset_dir=out.name,
                 train_samples_per_adapter=train_samples, eval_samples_per_adapter=eval_samples)
 
@@ -522,7 +554,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
     "Build a balanced, leakage-free routing dataset and write it atomically"
     log = log or (lambda *a, **k: None)
     _check_args(train_samples, eval_samples, train_val_split, ocr_samples, hard_pair_frac)
-    out = check_out(out, '--output-dir') or Path('datasets')/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S}"
+    out = check_out(out, '--output-dir') or Path('datasets')/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S_%f}"
     if out.exists(): raise FileExistsError(f"{out}: output directory already exists; choose another --output-dir or remove it")
     registry = registry if registry is not None else load_registry()
     srcs = expert_sources(experts, registry)
@@ -533,6 +565,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
                                    max_instruction_tokens)
     *splits, ocr = make_splits(picked, srcs, train_samples, train_val_split, seed, ocr_samples, n_ocr_eval, ocr_label,
                                hard_pair_frac, log)
+    fingerprint_images(splits, {s.dataset: str(s.root) for s in srcs})
     meta = dataset_metadata(out, prefix, seed, train_val_split, registry, srcs, picked, skipped, splits, ocr, ocr_label,
                             train_samples, eval_samples)
     return write_routing_dataset(out, tuple(splits), meta, log)
@@ -544,8 +577,21 @@ def _check_disjoint(test:list, pool:list):
     if both: raise DatasetError(f"{len(both)} screenshots/records would be in both eval and training, e.g. {sorted(map(str, both))[:3]}; "
                                 f"two experts share a dataset directory: give each expert its own dataset")
 
+# %% ../nbs/01_datagen.ipynb #195b367d
+def fingerprint_images(splits:list,       # sample lists (train, val, test), changed in place
+                       dataset_roots:dict, # `{expert dataset dir: root}`
+                      ):
+    "Record each screenshot's size and SHA-256 (from its own expert's root) in the samples that show it"
+    seen = {}
+    for s in (x for split in splits for x in split if x.get('image')):
+        if s['image'] not in seen:
+            f = image_file(s['image'], dataset_roots)
+            data = f.read_bytes() if f else None
+            seen[s['image']] = dict(image_bytes=len(data), image_sha256=hashlib.sha256(data).hexdigest()) if f else {}
+        s.update(seen[s['image']])
+
 # %% ../nbs/01_datagen.ipynb #f54c9426
-LATEST_RE = r'\d{8}_\d{6}'
+LATEST_RE = r'\d{8}_\d{6}(?:_\d{6})?'   # to the second (older builds) or the microsecond
 
 def update_latest(out:str|Path,         # a routing dataset just written, e.g. `datasets/routing_20251124_143022`
                   prefix:str='routing', # its prefix: the copy is `{prefix}_latest` beside it
@@ -554,6 +600,9 @@ def update_latest(out:str|Path,         # a routing dataset just written, e.g. `
     out = Path(out)
     if not re.fullmatch(f"{re.escape(prefix)}_{LATEST_RE}", out.name): return None
     latest = out.parent/f"{prefix}_latest"
+    try: newer = json.loads((latest/'metadata.json').read_text()).get('latest_of', '') > out.name
+    except (OSError, ValueError): newer = False
+    if newer: return latest   # a newer build, finished earlier, stays the latest
     with atomic_dir(latest, overwrite=True) as d:
         for f in out.iterdir():
             if f.is_file() and f.name != 'metadata.json': shutil.copy2(f, d/f.name)
