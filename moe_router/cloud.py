@@ -6,15 +6,15 @@ Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 
 # %% auto #0
 __all__ = ['GPU_PINS', 'GPU', 'LORA_TRAINING', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VOLUMES', 'data_vol', 'ckpt_vol',
-           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'ROUTE_BY', 'RUN_ROOTS', 'caller_env',
-           'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'offline', 'volume_dir',
-           'upload_dataset', 'fetch_dataset', 'history_source', 'find_latest_dataset', 'history_paths',
-           'verify_datasets', 'assemble_dataset', 'seed_count', 'generate_routing_data', 'modal_train_router_head',
-           'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard', 'check_route_by',
-           'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features', 'sharded_features', 'sample_key',
-           'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path', 'StackedInference', 'volume_path',
-           'stacked_inference', 'modal_demo_stages', 'modal_credentials', 'upload_run', 'download_eval',
-           'demo_stages_modal']
+           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'ROUTE_BY', 'RUN_ROOTS', 'DATA_ROOT',
+           'caller_env', 'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'on_mounts',
+           'offline', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'history_source', 'find_latest_dataset',
+           'history_paths', 'verify_datasets', 'assemble_dataset', 'seed_count', 'generate_routing_data',
+           'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard',
+           'check_route_by', 'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features',
+           'sharded_features', 'sample_key', 'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path',
+           'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages', 'modal_credentials',
+           'upload_run', 'download_eval', 'demo_stages_modal']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
 if not __package__: __package__ = 'moe_router'  # `modal run moe_router/cloud.py` loads this file by its path, outside the package
@@ -91,16 +91,25 @@ def reload_volumes(*vols):
         for v in vols: v.reload()
 
 # %% ../nbs/07_cloud.ipynb #0ff11ea2
+def on_mounts(v, mounts:dict):
+    "`v` with every string under a volume mount (`/datasets/x`) moved to the local directory standing in for it"
+    if isinstance(v, str):
+        for m, local in (mounts or {}).items():
+            if v == m or v.startswith(m.rstrip('/') + '/'): return str(local) + v[len(m.rstrip('/')):]
+        return v
+    if isinstance(v, dict): return {k: on_mounts(x, mounts) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return type(v)(on_mounts(x, mounts) for x in v)
+    return v
+
 @contextmanager
-def offline():
-    "Run Modal calls in this process, as a container would: `.remote` as `.local`, `.map` as a loop of `.local`, `app.run` a no-op; seed 003's settings cleared inside each call"
-    def in_container_env(f):
-        def call(*a, **kw):
-            saved = {k: os.environ.pop(k) for k in ENV_KEYS if k in os.environ}   # a container has only what `env` carries
-            try: return f(*a, **kw)
-            finally: [os.environ.pop(k, None) for k in ENV_KEYS]; os.environ.update(saved)
-        return call
-    remote = lambda self, *a, **kw: in_container_env(self.local)(*a, **kw)
+def offline(mounts:dict=None): # `{mount: local directory}` standing in for the volumes
+    "Run Modal calls in this process, as a container would: `.remote` as `.local`, `.map` as a loop of `.local`, `app.run` a no-op; arguments on the mounts moved to local directories; seed 003's settings cleared inside each call"
+    def remote(self, *a, **kw):
+        saved = {k: os.environ.pop(k) for k in ENV_KEYS if k in os.environ}   # a container has only what `env` carries
+        try: return self.local(*on_mounts(a, mounts), **on_mounts(kw, mounts))
+        finally:
+            for k in ENV_KEYS: os.environ.pop(k, None)
+            os.environ.update(saved)
     def fmap(self, *its, kwargs={}, **_): return (remote(self, *args, **kwargs) for args in zip(*its))
     saved = modal.Function.remote, modal.Function.map, modal.App.run
     modal.Function.remote, modal.Function.map, modal.App.run = remote, fmap, lambda self, *a, **kw: nullcontext(self)
@@ -258,15 +267,18 @@ def generate_routing_data(samples_per_adapter:int|None=None, # seed 001: trainin
                           ocr_samples:int=0,           # synthetic OCR samples in train + val
                           hard_pair_frac:float=0.5,    # share of OCR samples that are hard pairs
                           history:str='/history',      # training history (seed 000): the claimhawk-training-history volume; '' uses adapters.yaml's paths
+                          datasets_root:str=LORA_TRAINING, # where the history's datasets are (the claimhawk-lora-training volume)
+                          out_root:str='/datasets',    # where the routing dataset goes (the moe-lora-data volume)
                          ):
     "`modal run modal/generate.py --samples-per-adapter 500 --test-per-adapter 25`: each expert's latest dataset, verified, then a routing dataset on the volume"
     try:
         kw = dict(train_samples=seed_count('--samples-per-adapter', samples_per_adapter, '--train-samples', train_samples),
                   eval_samples=seed_count('--test-per-adapter', test_per_adapter, '--eval-samples', eval_samples),
                   train_val_split=train_val_split, seed=seed, ocr_samples=ocr_samples, hard_pair_frac=hard_pair_frac)
-        _check_args(**kw); hist, env = history or None, caller_env()
-        print(json.dumps(verify_datasets.remote(history=hist, env=env), indent=2, default=str))
-        print(assemble_dataset.remote(history=hist, prefix=prefix, env=env, **kw))
+        _check_args(kw['train_samples'], kw['eval_samples'], train_val_split, ocr_samples, hard_pair_frac)
+        hist, env = history or None, caller_env()
+        print(json.dumps(verify_datasets.remote(history=hist, root=datasets_root, env=env), indent=2, default=str))
+        print(assemble_dataset.remote(history=hist, root=datasets_root, out_root=out_root, prefix=prefix, env=env, **kw))
     except BAD_INPUT as e: fail(e)
 
 # %% ../nbs/07_cloud.ipynb #6349d60a
@@ -466,13 +478,13 @@ RUN_ROOTS = ('/output', '/checkpoints')   # where router runs live: this project
 def router_path(router:str='',          # an explicit router checkpoint: used as it is
                 routing_run:str='',     # seed 002's `--routing-run`: a run directory name
                 routing_dataset:str='', # seed 002's `--routing-dataset` (runs live under `<dataset_name>/<run_name>/`)
-                roots=RUN_ROOTS,        # volumes to look in
+                roots=None,             # volumes to look in (default `RUN_ROOTS`)
                )->str:                  # the router checkpoint or run directory
     "The router: an explicit path, else the run directory named `routing_run` (also under its dataset's name), else `ROUTER_OUT`"
     if router: return router
     if not routing_run: return env_settings()['router_out']
     if routing_run.startswith('/'): return routing_run
-    ds = routing_dataset.strip('/'); subs = [f"{ds}/", f"{ds.split('/', 1)[-1]}/"] if ds else []
+    roots = roots or RUN_ROOTS; ds = routing_dataset.strip('/'); subs = [f"{ds}/", f"{ds.split('/', 1)[-1]}/"] if ds else []
     cands = list(dict.fromkeys(f"{r}/{s}{routing_run}" for r in roots for s in [*subs, '']))
     hit = next((c for c in cands if Path(c).exists()), None)
     if hit is None: raise ConfigError(f"--routing-run {routing_run}: no run directory at {', '.join(cands)}")
@@ -514,11 +526,14 @@ class StackedInference:
         return make_app(self.service)
 
 # %% ../nbs/07_cloud.ipynb #fbc8f66d
-def volume_path(p:str, root:str='/datasets')->str:
+DATA_ROOT = '/datasets'   # where the moe-lora-data volume is mounted
+
+def volume_path(p:str, root:str=None)->str:
     "`datasets/routing_x` (a path as seed 002 wrote it) -> `/datasets/routing_x` (or `/datasets/datasets/routing_x` where that exists)"
+    root = str(root or DATA_ROOT)
     if not p or p.startswith('/'): return p
     head, _, rest = p.partition('/')
-    cands = [f"{root}/{rest}", f"{root}/{p}"] if head == root.strip('/') and rest else [f"{root}/{p}"]
+    cands = [f"{root}/{rest}", f"{root}/{p}"] if head == Path(root).name and rest else [f"{root}/{p}"]
     return next((c for c in cands if Path(c).exists()), cands[0])
 
 @app.local_entrypoint()
