@@ -17,7 +17,7 @@ __all__ = ['GPU_PINS', 'GPU', 'LORA_TRAINING', 'app', 'image', 'serve_image', 'V
            'upload_run', 'download_eval', 'demo_stages_modal']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
-if not __package__: __package__ = 'moe_router'  # `modal run moe_router/cloud.py` loads this file by its path, outside the package
+if not __package__ and __name__ != '__main__': __package__ = 'moe_router'  # `modal run moe_router/cloud.py` loads this file by its path, outside the package
 import json, os, re, time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime

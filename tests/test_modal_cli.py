@@ -166,3 +166,21 @@ def test_shards_3_equal_one_run(vols, monkeypatch, capsys):
     with capsys.disabled():
         print(f"\n--shards 3: features {tuple(one.shape)} identical (torch.equal), max |diff| {float((one - merged).abs().max()):g}; "
               f"eval probs identical over {len(test_s)} samples, accuracy {single.metrics['accuracy']} = {sharded.metrics['accuracy']}, metrics JSON equal")
+
+def readme_modal_lines()->list:
+    "Every `modal run|deploy|serve` command line the README shows"
+    text = (ROOT/'README.md').read_text()
+    return sorted({m.strip().rstrip('`') for m in re.findall(r'(?m)(?:^\s*|`)(modal (?:run|deploy|serve) [^`\n]+)', text) if '...' not in m})
+
+@pytest.mark.parametrize('line', readme_modal_lines())
+def test_readme_modal_line_parses(line, monkeypatch):
+    "Resolved as `modal` resolves it and its flags parsed by the click command `modal run` builds (lines the seed tests run are run there)"
+    import modal.cli.run as mr
+    from modal.cli.import_refs import import_and_filter, import_app_from_ref, parse_import_ref
+    monkeypatch.chdir(ROOT)
+    argv = shlex.split(line)[1:]; cmd, m = argv[0], argv[1] == '-m'
+    ref = parse_import_ref(argv[2 if m else 1], use_module_mode=m, command=f'modal {cmd}')
+    if cmd == 'deploy': assert import_app_from_ref(ref).name == 'moe-router'; return
+    runnable, _, _ = import_and_filter(ref, base_cmd=f'modal {cmd}', accept_local_entrypoint=cmd == 'run', accept_webhook=cmd == 'serve')
+    assert runnable is not None, line
+    if cmd == 'run': mr._get_click_command_for_local_entrypoint(runnable.app, runnable).make_context('run', argv[3 if m else 2:])
