@@ -6,15 +6,15 @@ Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 
 # %% auto #0
 __all__ = ['GPU_PINS', 'GPU', 'LORA_TRAINING', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VOLUMES', 'data_vol', 'ckpt_vol',
-           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'ROUTE_BY', 'RUN_ROOTS', 'DATA_ROOT',
+           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'RUN_ROOTS', 'DATA_ROOT',
            'caller_env', 'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'on_mounts',
            'offline', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'history_source', 'find_latest_dataset',
            'history_paths', 'verify_datasets', 'assemble_dataset', 'seed_count', 'generate_routing_data',
            'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard',
-           'check_route_by', 'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features',
-           'sharded_features', 'sample_key', 'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path',
-           'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages', 'modal_credentials',
-           'upload_run', 'download_eval', 'demo_stages_modal']
+           'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features', 'sharded_features', 'sample_key',
+           'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path', 'StackedInference', 'volume_path',
+           'stacked_inference', 'modal_demo_stages', 'modal_credentials', 'upload_run', 'download_eval',
+           'demo_stages_modal']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
 if not __package__ and __name__ != '__main__': __package__ = 'moe_router'  # `modal run moe_router/cloud.py` loads this file by its path, outside the package
@@ -27,7 +27,7 @@ import modal
 from .config import ConfigError, DatasetError, BAD_INPUT, env_settings, atomic_dir, fail, load_registry
 from .datagen import (build_routing_dataset, expert_paths, verify_expert_datasets, latest_deployed_dataset,
                                load_metadata, update_latest, LATEST_RE, load_split, read_routing, _check_args)
-from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, pooled_features, with_text_only, load_router
+from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, with_text_only, load_router
 from .evaluate import evaluate_dir, router_probs, without_images
 from .infer import StackedPipeline, InferenceService, run_dataset, dataset_report, infer_one
 from .demo import demo_stages
@@ -288,22 +288,26 @@ def modal_train_router_head(dataset_dir:str=None, # dataset directory on the vol
                             model:str=None,        # base model id (default BASE_MODEL_ID)
                             env:dict=None,         # the caller's BASE_MODEL_ID, TRAIN_DATA, VAL_DATA, ROUTER_OUT (`caller_env()`)
                             shards:int=1,          # feature extraction over this many GPU containers (`sharded_features`)
+                            run_name:str=None, dataset_name:str=None, # seed 002's names, for `train-results.json`
                             **kw)->dict:           # other `train_head` arguments
     "Modal GPU: `train_head` on the volumes, its features extracted in `shards` containers"
     apply_env(env); reload_volumes(data_vol, legacy_vol, lora_vol)
     if shards > 1: kw['features'] = sharded_features(shards, load_registry().names, kw.get('pooling', 'last'), model,
                                                      kw.get('feature_batch', 8), kw.get('max_length'), env)
-    res = train_head(dataset_dir, out, model, **kw); commit_volumes(out_vol); return res
+    res = train_head(dataset_dir, out, model, **kw); save_train_results(res, 'head', run_name, dataset_name); commit_volumes(out_vol)
+    return res
 
 @app.function(name='train_router_lora', gpu=GPU, image=image, volumes=VOLUMES, timeout=12*3600)
 def modal_train_router_lora(dataset_dir:str=None, # dataset directory on the volume
                             out:str='/output/router-lora', # run directory on the routing-output volume
                             model:str=None,        # base model id (default BASE_MODEL_ID)
                             env:dict=None,         # the caller's settings (`caller_env()`)
+                            run_name:str=None, dataset_name:str=None, # seed 002's names, for `train-results.json`
                             **kw)->dict:           # other `train_router_lora` arguments
     "Modal GPU: `train_router_lora` on the volumes"
     apply_env(env); reload_volumes(data_vol, legacy_vol, lora_vol)
-    res = train_router_lora(dataset_dir, out, model, **kw); commit_volumes(out_vol); return res
+    res = train_router_lora(dataset_dir, out, model, **kw); save_train_results(res, 'lora', run_name, dataset_name); commit_volumes(out_vol)
+    return res
 
 @app.function(name='evaluate', gpu=GPU, image=image, volumes=VOLUMES, timeout=2*3600)
 def modal_evaluate(router_path:str=None,  # router checkpoint on a volume (default ROUTER_OUT)
@@ -346,13 +350,6 @@ def modal_tensorboard():
     subprocess.Popen(['tensorboard', '--logdir', '/output/tensorboard', '--host', '0.0.0.0', '--port', '6006'])
 
 # %% ../nbs/07_cloud.ipynb #cc7095a6
-ROUTE_BY = ('score', 'generate')   # a router LoRA's way to route: score each adapter name, or generate freely (seed 002's way)
-
-def check_route_by(route_by:str)->dict: # `load_router` arguments for it
-    "`--route-by`: `score` or `generate`, as `load_router`'s `method`"
-    if route_by not in ROUTE_BY: raise ConfigError(f"--route-by {route_by!r}: use one of {', '.join(ROUTE_BY)}")
-    return dict(method=route_by)
-
 def _train_call(router, dataset_dir, data_path, eval_data_path, epochs, batch_size, lr, patience, min_delta, model, out, shards, env):
     "The Modal function and its arguments for `--mode train`, every flag checked first"
     if router not in ROUTER_DEFAULTS: raise ConfigError(f"unknown --router {router!r}; use one of {', '.join(ROUTER_DEFAULTS)}")

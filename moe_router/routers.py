@@ -6,7 +6,7 @@ Docs: https://moe-router.github.io/moe_router/train_modal.html.md"""
 
 # %% auto #0
 __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_FILES', 'POSITION0_WARNING', 'LM_TARGETS',
-           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'PROBE', 'resolve_data', 'check_pooling',
+           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'ROUTE_BY', 'PROBE', 'resolve_data', 'check_pooling',
            'pool_hidden', 'pooled_features', 'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head',
            'choose_pooling', 'with_text_only', 'text_only', 'OriginalHead', 'save_head', 'load_weights',
            'original_head', 'load_head_checkpoint', 'head_from_checkpoint', 'routing_pair', 'train_head',
@@ -14,8 +14,8 @@ __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_
            'read_router_json', 'router_info', 'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config',
            'index_dataset', 'ListCollator', 'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name',
            'generate_names', 'save_adapter', 'train_router_lora', 'check_train_numbers', 'train_kwargs',
-           'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels', 'original_labels',
-           'original_lora_info', 'answer_mass', 'choose_answer_format', 'TfidfRouter']
+           'check_route_by', 'save_train_results', 'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels',
+           'original_labels', 'original_lora_info', 'answer_mass', 'choose_answer_format', 'TfidfRouter']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
@@ -861,6 +861,26 @@ def train_kwargs(router:str,  # 'head' or 'lora'
     others = {f for k in ROUTER_DEFAULTS.values() for f in k['flags']} - set(d['flags'])
     kw = {k: v for k, v in kw.items() if k not in others}
     return dict(kw, epochs=int(epochs) if router == 'head' else epochs, lr=lr, out=out or d['out'])
+
+# %% ../nbs/03_train_modal.ipynb #7e5a0002
+ROUTE_BY = ('score', 'generate')   # a router LoRA's way to route: score each adapter name, or generate freely (seed 002's way)
+
+def check_route_by(route_by:str, # `--route-by`
+                  )->dict:       # `load_router` arguments for it
+    "`--route-by`: `score` or `generate`, as `load_router`'s `method`"
+    if route_by not in ROUTE_BY: raise ConfigError(f"--route-by {route_by!r}: use one of {', '.join(ROUTE_BY)}")
+    return dict(method=route_by)
+
+def save_train_results(res:dict,        # what `train_head` / `train_router_lora` returned
+                       router:str,      # 'head' or 'lora'
+                       run_name:str=None, dataset_name:str=None, # seed 002's names of the run
+                      )->Path:          # the file written
+    "Write `train-results.json` beside the run's checkpoint"
+    p = Path(res['path']).parent/'train-results.json'
+    atomic_write_json(p, dict(run_name=run_name or p.parent.name, dataset_name=dataset_name, router=router, path=res['path'],
+                              finished_at=datetime.now().isoformat(timespec='seconds'),
+                              metrics={k: v for k, v in res.items() if k not in ('history', 'path')}))
+    return p
 
 # %% ../nbs/03_train_modal.ipynb #5b2ec76e
 @contextmanager
