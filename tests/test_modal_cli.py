@@ -184,3 +184,24 @@ def test_readme_modal_line_parses(line, monkeypatch):
     runnable, _, _ = import_and_filter(ref, base_cmd=f'modal {cmd}', accept_local_entrypoint=cmd == 'run', accept_webhook=cmd == 'serve')
     assert runnable is not None, line
     if cmd == 'run': mr._get_click_command_for_local_entrypoint(runnable.app, runnable).make_context('run', argv[3 if m else 2:])
+
+def test_backend_modal_carries_settings(caller, monkeypatch):
+    "`moe-router-train --backend modal`: no --model and no --out, so BASE_MODEL_ID=tiny and ROUTER_OUT must reach the function"
+    from moe_router import cloud
+    from moe_router.cli import run_train
+    with cloud.offline(mounts(caller)):
+        res = run_train('head', 'modal', dataset_dir='/datasets/routing_20251124_143022', epochs=2, lr=1e-3, log=None, progress=False)
+    assert res['path'] == str(caller/'output'/'router-head.pt') and (caller/'output'/'train-results.json').is_file()
+
+def test_stacked_inference_carries_settings(caller, monkeypatch):
+    "Stacked inference with no router named: ROUTER_OUT (and BASE_MODEL_ID) from the caller pick it"
+    import moe_router.infer as inf
+    from moe_router import cloud
+    from moe_router.routers import train_head
+    head = caller/'output'/'env-head'/'router-head.pt'
+    if not head.exists(): train_head(str(caller/'datasets'/'routing_latest'), str(head), 'tiny', epochs=2, lr=1e-3, log=None, progress=False)
+    monkeypatch.setattr(inf, 'read_loras', lambda path=None, *a, **kw: {n: 'base' for n in ('calendar', 'claim-window', 'provider-select', 'ocr')})
+    monkeypatch.setenv('ROUTER_OUT', str(head))
+    with cloud.offline():
+        out = cloud.StackedInference(env=json.dumps(cloud.caller_env())).infer.remote('Click December 3 in the calendar')
+    assert out['status'] == 200 and out['router_choice'] in ('calendar', 'claim-window', 'provider-select', 'ocr'), out
