@@ -6,15 +6,15 @@ Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 
 # %% auto #0
 __all__ = ['GPU_PINS', 'GPU', 'LORA_TRAINING', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VOLUMES', 'data_vol', 'ckpt_vol',
-           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'RUN_ROOTS', 'DATA_ROOT',
-           'caller_env', 'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'on_mounts',
-           'offline', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'history_source', 'find_latest_dataset',
-           'history_paths', 'verify_datasets', 'assemble_dataset', 'seed_count', 'generate_routing_data',
-           'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard',
-           'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features', 'sharded_features', 'sample_key',
-           'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path', 'StackedInference', 'volume_path',
-           'stacked_inference', 'modal_demo_stages', 'modal_credentials', 'upload_run', 'download_eval',
-           'demo_stages_modal']
+           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'RUN_ROOTS', 'COMPILE_CACHE',
+           'DATA_ROOT', 'caller_env', 'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes',
+           'on_mounts', 'offline', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'history_source',
+           'find_latest_dataset', 'history_paths', 'verify_datasets', 'assemble_dataset', 'seed_count',
+           'generate_routing_data', 'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate',
+           'modal_infer', 'modal_tensorboard', 'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features',
+           'sharded_features', 'sample_key', 'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path',
+           'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages', 'modal_credentials',
+           'upload_run', 'download_eval', 'demo_stages_modal']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
 if not __package__ and __name__ != '__main__': __package__ = 'moe_router'  # `modal run moe_router/cloud.py` loads this file by its path, outside the package
@@ -29,7 +29,7 @@ from .datagen import (build_routing_dataset, expert_paths, verify_expert_dataset
                                load_metadata, update_latest, LATEST_RE, load_split, read_routing, _check_args)
 from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, with_text_only, load_router
 from .evaluate import evaluate_dir, router_probs, without_images
-from .infer import StackedPipeline, InferenceService, run_dataset, dataset_report, infer_one
+from .infer import StackedPipeline, InferenceService, compile_cache_file, run_dataset, dataset_report, infer_one
 from .demo import demo_stages
 from .serve import make_app
 
@@ -487,6 +487,8 @@ def router_path(router:str='',          # an explicit router checkpoint: used as
     if hit is None: raise ConfigError(f"--routing-run {routing_run}: no run directory at {', '.join(cands)}")
     return hit
 
+COMPILE_CACHE = '/checkpoints/compile-cache'  # torch.compile's cache artifacts, one file per model, torch version and GPU
+
 @app.cls(gpu=GPU, image=serve_image, volumes=VOLUMES, timeout=3600, scaledown_window=300)
 class StackedInference:
     "The stacked pipeline on Modal: everything loaded once per container"
@@ -502,10 +504,14 @@ class StackedInference:
 
     @modal.enter()
     def load(self):
+        "Load the stack once per container, and warm the fast path before the first request (compile cache on the volume)"
         apply_env(json.loads(self.env or '{}'))
         self.pipeline = StackedPipeline.load(self.loras or None, router_path(self.router, self.routing_run, self.routing_dataset),
                                              self.model or None, threshold=float(self.threshold), fallback=self.fallback or None,
                                              router_kw=check_route_by(self.route_by))
+        started = self.pipeline.start(compile_cache_file(COMPILE_CACHE, self.pipeline.base_id))
+        if started.get('cache_bytes'): commit_volumes(ckpt_vol)   # the next container loads this cache instead of compiling
+        print(f"stack started: {started}", flush=True)
         self.service = InferenceService(self.pipeline)
 
     @modal.method()
