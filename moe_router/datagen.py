@@ -6,12 +6,12 @@ Docs: https://moe-router.github.io/moe_router/datagen.html.md"""
 
 # %% auto #0
 __all__ = ['SPLITS', 'MAX_INSTRUCTION_TOKENS', 'RULE', 'LATEST_RE', 'parse_tool_call', 'score_tool_call', 'resolve_image',
-           'image_file', 'load_metadata', 'read_routing', 'load_split', 'RecordError', 'expert_turns', 'record_image',
-           'image_in_dataset', 'to_routing_sample', 'shared_fixture', 'ExpertSource', 'check_length', 'iter_expert',
-           'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr', 'expert_sources', 'read_experts', 'make_splits',
-           'dataset_metadata', 'write_routing_dataset', 'build_routing_dataset', 'fingerprint_images', 'update_latest',
-           'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets',
-           'gold_labels']
+           'image_file', 'load_metadata', 'routing_record', 'metadata_label_map', 'read_routing', 'load_split',
+           'RecordError', 'expert_turns', 'record_image', 'image_in_dataset', 'to_routing_sample', 'shared_fixture',
+           'ExpertSource', 'check_length', 'iter_expert', 'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr',
+           'expert_sources', 'read_experts', 'make_splits', 'dataset_metadata', 'write_routing_dataset',
+           'build_routing_dataset', 'fingerprint_images', 'update_latest', 'experts_from_flags', 'original_latest',
+           'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets', 'gold_labels']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, json, math, os, random, re, shutil, sys, tempfile
@@ -109,6 +109,36 @@ def load_metadata(dataset_dir:str|Path, # a routing dataset directory
     try: return json.loads(p.read_text())
     except json.JSONDecodeError as e: raise DatasetError(f"{p}: invalid JSON ({e.msg} at line {e.lineno})") from None
 
+# %% ../nbs/01_datagen.ipynb #c0a1b002
+def routing_record(s:dict,   # one line of a routing JSONL
+                   where:str, # `file:line`, for messages
+                  )->dict:   # the sample in this project's schema (`text`, `label`, `adapter`, `image`, ...)
+    "A routing sample; the original's other schema (`id`, `image`, `conversations`, `metadata`) converted, labels from `metadata`"
+    if 'text' in s or 'conversations' not in s: return s
+    md = s.get('metadata')
+    if not isinstance(md, dict) or not md.get('adapter') or not isinstance(md.get('label'), int):
+        raise DatasetError(f"{where}: field 'metadata': missing or without 'adapter' and 'label'; a conversation record "
+                           f"takes its label from metadata {{\"adapter\", \"label\", \"source_dataset\"}}")
+    human, _ = _human_gpt(s)
+    if not isinstance(human, str) or not human.replace('<image>', '').strip():
+        raise DatasetError(f"{where}: field 'conversations': no human turn with the instruction")
+    return dict(text=human.replace('<image>', '').strip(), label=md['label'], adapter=md['adapter'], source_id=s.get('id'),
+                image=s.get('image'), source_dataset=md.get('source_dataset'), kind='expert', pair_id=None, answer=None)
+
+def metadata_label_map(meta:dict, # a routing dataset's metadata.json
+                       d:Path,    # its directory
+                      )->dict:    # `{adapter: label}`
+    "The label map: `label_map`, seed 003's `adapters`, else (seed 001's `counts` style) read off the records"
+    lm = meta.get('label_map') or {n: a.get('label') for n, a in (meta.get('adapters') or {}).items() if isinstance(a, dict)}
+    if lm: return lm
+    for sp in SPLITS:
+        for i, s in iter_jsonl(d/f'{sp}.jsonl') if (d/f'{sp}.jsonl').is_file() else []:
+            r = routing_record(s, f"{d/sp}.jsonl:{i}")
+            if lm.setdefault(r['adapter'], r['label']) != r['label']:
+                raise DatasetError(f"{d/sp}.jsonl:{i}: field 'label': {r['label']} for '{r['adapter']}', which has label {lm[r['adapter']]} elsewhere")
+    return lm
+
+
 # %% ../nbs/01_datagen.ipynb #1e4228fa
 def _check_sample_label(s:dict, lm:dict, where:str):
     if s.get('adapter') not in lm or s.get('label') != lm[s['adapter']]:
@@ -132,11 +162,14 @@ def read_routing(path:str|Path,        # a routing JSONL (train/val/test/data) i
     "The one reader of routing samples: labels checked, screenshots resolved under the dataset's image roots"
     path = Path(path); d = path.parent
     meta = load_metadata(d) if (d/'metadata.json').is_file() else {}
+    if meta: meta = dict(meta, label_map=metadata_label_map(meta, d))
     if registry is not None: check_label_map(meta.get('label_map', registry.label_map), registry.label_map, f"{d/'metadata.json'}")
-    rts = [*(roots or []), *meta.get('image_roots', []), d.absolute(), d.absolute().parent]
+    env_roots = [r for r in os.environ.get('MOE_ROUTER_IMAGE_ROOTS', '').split(os.pathsep) if r]   # the volumes, on Modal
+    rts = [*(roots or []), *meta.get('image_roots', []), d.absolute(), d.absolute().parent, *env_roots]
     droots = meta.get('dataset_roots') or {}
     samples, unresolved = [], []
     for i, s in iter_jsonl(path):
+        s = routing_record(s, f"{path}:{i}")
         if registry is not None: _check_sample_label(s, registry.label_map, f"{path}:{i}")
         _check_sample_fields(s, f"{path}:{i}")
         try: ip = resolve_image(s.get('image'), roots or []) or image_file(s.get('image'), droots, rts)

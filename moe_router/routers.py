@@ -6,7 +6,7 @@ Docs: https://moe-router.github.io/moe_router/train_modal.html.md"""
 
 # %% auto #0
 __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_FILES', 'POSITION0_WARNING', 'LM_TARGETS',
-           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'PROBE', 'resolve_data', 'check_pooling',
+           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'ROUTE_BY', 'PROBE', 'resolve_data', 'check_pooling',
            'pool_hidden', 'pooled_features', 'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head',
            'choose_pooling', 'with_text_only', 'text_only', 'OriginalHead', 'save_head', 'load_weights',
            'original_head', 'load_head_checkpoint', 'head_from_checkpoint', 'routing_pair', 'train_head',
@@ -14,7 +14,8 @@ __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_
            'checkpoint_complete', 'complete_checkpoints', 'check_adapter_dir', 'read_router_json', 'router_info',
            'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator',
            'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name', 'generate_names', 'save_adapter',
-           'train_router_lora', 'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels', 'original_labels',
+           'train_router_lora', 'check_train_numbers', 'train_kwargs', 'check_route_by', 'save_train_results',
+           'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels', 'original_labels',
            'original_lora_info', 'answer_mass', 'choose_answer_format', 'TfidfRouter']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
@@ -365,6 +366,7 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
                seed:int=0,              # random seed
                log=print,               # progress lines (None: silent)
                progress:bool=True,      # progress bars
+               features=None,           # `samples -> features` as `pooled_features` gives them (e.g. `cloud`'s sharded extraction); default: this backbone's
               )->dict:                  # path, metrics and timings
     "Train a router head on a frozen backbone (seed 003's `router_train.py`)"
     check_pooling(pooling, auto=True)
@@ -378,8 +380,8 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
         'Base model': m.name_or_path, 'Pooling': pooling})
     t0 = time.time()
     aug = with_text_only(train_s, text_only_frac, seed)
-    xtr = pooled_features(m, proc, aug, labels, pooling, feature_batch, progress, max_length)
-    xva = pooled_features(m, proc, val_s, labels, pooling, feature_batch, progress, max_length)
+    feats = features or (lambda ss: pooled_features(m, proc, ss, labels, pooling, feature_batch, progress, max_length))
+    xtr, xva = feats(aug), feats(val_s)
     ytr = torch.tensor([registry.label(s['adapter']) for s in aug]); yva = torch.tensor([registry.label(s['adapter']) for s in val_s])
     pooling, xtr, xva, choice = choose_pooling(pooling, xtr, ytr, xva, yva, len(labels), hidden, epochs, batch_size, lr, seed)
     t_feat = time.time() - t0
@@ -863,6 +865,57 @@ ROUTER_DEFAULTS = dict(
     head=dict(epochs=100, lr=1e-4, out=None, flags=('pooling', 'max_length')),
     lora=dict(epochs=3, lr=2e-4, out='/output/router-lora',
               flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora', 'resume')))
+
+# %% ../nbs/03_train_modal.ipynb #d87954f2
+def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `--epochs` and `--lr`
+                        batch_size:int=8, patience:int=5, min_delta:float=0.0, seed:int=0, max_length:int=None,
+                        **kw): # the other flags (not checked here)
+    "Refuse numbers training cannot use: not finite, out of range, or a fraction of an epoch for the head"
+    for flag, v in (('--epochs', epochs), ('--lr', lr), ('--min-delta', min_delta)):
+        if not math.isfinite(v): raise ConfigError(f"{flag} {v} must be a finite number")
+    for flag, v in (('--epochs', epochs), ('--batch-size', batch_size), ('--lr', lr)):
+        if not v > 0: raise ConfigError(f"{flag} {v:g} must be greater than 0")
+    if router == 'head' and epochs != int(epochs):
+        raise ConfigError(f"--epochs {epochs:g}: the head trains whole epochs; give a whole number (a router LoRA takes fractions)")
+    if patience < 1: raise ConfigError(f"--patience {patience} must be at least 1 (evaluations without improvement)")
+    if min_delta < 0: raise ConfigError(f"--min-delta {min_delta:g} must be 0 or more (an improvement of eval loss)")
+    if not 0 <= seed < 2**32: raise ConfigError(f"--seed {seed} must be between 0 and 2**32-1")
+    if max_length is not None and max_length < 1: raise ConfigError(f"--max-length {max_length} must be at least 1")
+
+def train_kwargs(router:str,  # 'head' or 'lora'
+                 epochs,      # `--epochs`, or None for the kind's default
+                 lr,          # `--lr`, or None for the kind's default
+                 out,         # `--out`, or None for the kind's default
+                 **kw,        # every other flag
+                )->dict:      # arguments of `train_head` / `train_router_lora`
+    "The training arguments of the flags: the router kind's defaults filled in, its own flags kept, bad values refused"
+    d = ROUTER_DEFAULTS.get(router, ROUTER_DEFAULTS['head'])
+    epochs = d['epochs'] if epochs is None else epochs
+    lr = d['lr'] if lr is None else lr
+    check_train_numbers(router, epochs, lr, **kw)
+    others = {f for k in ROUTER_DEFAULTS.values() for f in k['flags']} - set(d['flags'])
+    kw = {k: v for k, v in kw.items() if k not in others}
+    return dict(kw, epochs=int(epochs) if router == 'head' else epochs, lr=lr, out=out or d['out'])
+
+# %% ../nbs/03_train_modal.ipynb #7e5a0002
+ROUTE_BY = ('score', 'generate')   # a router LoRA's way to route: score each adapter name, or generate freely (seed 002's way)
+
+def check_route_by(route_by:str, # `--route-by`
+                  )->dict:       # `load_router` arguments for it
+    "`--route-by`: `score` or `generate`, as `load_router`'s `method`"
+    if route_by not in ROUTE_BY: raise ConfigError(f"--route-by {route_by!r}: use one of {', '.join(ROUTE_BY)}")
+    return dict(method=route_by)
+
+def save_train_results(res:dict,        # what `train_head` / `train_router_lora` returned
+                       router:str,      # 'head' or 'lora'
+                       run_name:str=None, dataset_name:str=None, # seed 002's names of the run
+                      )->Path:          # the file written
+    "Write `train-results.json` beside the run's checkpoint"
+    p = Path(res['path']).parent/'train-results.json'
+    atomic_write_json(p, dict(run_name=run_name or p.parent.name, dataset_name=dataset_name, router=router, path=res['path'],
+                              finished_at=datetime.now().isoformat(timespec='seconds'),
+                              metrics={k: v for k, v in res.items() if k not in ('history', 'path')}))
+    return p
 
 # %% ../nbs/03_train_modal.ipynb #5b2ec76e
 @contextmanager
