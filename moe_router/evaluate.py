@@ -369,7 +369,7 @@ def reliability_figure(calib:dict,     # from `calibration`
                        title:str='',   # figure title
                       )->Figure:
     "Reliability diagram (accuracy per confidence bin) over a histogram of confidences"
-    fig = Figure(figsize=(4.6, 4.6))
+    fig = Figure(figsize=(6.8, 4.6))
     top, bot = fig.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
     bins = calib['bins']; w = 1/calib['n_bins']; mids = [(b['lo']+b['hi'])/2 for b in bins]
     full = [(m, b) for m, b in zip(mids, bins) if b['count']]
@@ -378,7 +378,7 @@ def reliability_figure(calib:dict,     # from `calibration`
             bottom=[min(b['accuracy'], b['confidence']) for _, b in full],
             width=w*0.9, fill=False, hatch='///', edgecolor='#e45756', label='gap to mean confidence')
     top.plot([0, 1], [0, 1], '--', color='gray', lw=1, label='perfect calibration')
-    top.set_ylim(0, 1.02); top.set_ylabel('accuracy'); top.legend(loc='upper left', fontsize=8)
+    top.set_ylim(0, 1.02); top.set_ylabel('accuracy'); top.legend(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8)
     top.set_title(f"{title + ': ' if title else ''}ECE {calib['ece']:.3f}")
     bot.bar(mids, [b['count'] for b in bins], width=w*0.9, color='#72b7b2')
     bot.set_xlim(0, 1); bot.set_xlabel('confidence'); bot.set_ylabel('samples')
@@ -390,7 +390,7 @@ def coverage_figure(selectives:dict,  # `{name: metrics['selective']}`
                     title:str='',     # figure title
                    )->Figure:
     "Accuracy of the routed samples against coverage as the confidence threshold varies"
-    fig = Figure(figsize=(5, 3.6)); ax = fig.subplots()
+    fig = Figure(figsize=(7.6, 3.6)); ax = fig.subplots()
     target = None
     for name, sel in selectives.items():
         c = sel['curve']; target = sel.get('target_accuracy', target)
@@ -400,7 +400,7 @@ def coverage_figure(selectives:dict,  # `{name: metrics['selective']}`
         if ok: ax.plot([sel['coverage']], [sel['accuracy']], 'o', color=line.get_color())
     if target is not None: ax.axhline(target, ls='--', color='gray', lw=1, label=f'target {target:.0%}')
     ax.set_xlim(0, 1.02); ax.set_xlabel('coverage (share of samples routed)'); ax.set_ylabel('accuracy on routed samples')
-    ax.legend(fontsize=8, loc='lower left')
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0)   # beside the curves, never over them
     if title: ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -740,7 +740,7 @@ def _saved_sample(p:dict,      # one record of `predictions`
 
 def _image_roots(d:dict, path:Path, roots)->list:
     "Where a saved evaluation's screenshots may be: `roots`, the recorded relative roots, the dataset's image roots and parent, the evaluation's directory"
-    rts = list(roots or []) + [path.parent/r for r in d.get('image_roots_relative') or []]
+    rts = list(roots or []) + [Path(os.path.normpath(path.parent.absolute()/r)) for r in d.get('image_roots_relative') or []]
     if d.get('dataset'):
         ds = Path(d['dataset'])
         try: rts += json.loads((ds/'metadata.json').read_text()).get('image_roots', [])

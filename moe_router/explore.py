@@ -7,8 +7,9 @@ Docs: https://moe-router.github.io/moe_router/explore.html.md"""
 # %% auto #0
 __all__ = ['PLACEHOLDER', 'CSS', 'THUMBS', 'thumbnail_jpeg', 'thumbnail_uri', 'screen_uri', 'typical_screen', 'cell_html',
            'confusion_html', 'check_comparable', 'write_thumbs', 'read_thumbs', 'ThumbCache', 'Explorer',
-           'threshold_view', 'threshold_html', 'disagreements', 'disagreements_html', 'cell_records', 'explore',
-           'report_html', 'save_run', 'is_eval_file', 'write_comparison', 'run_eval', 'confusion_text', 'summary_text']
+           'threshold_view', 'threshold_html', 'disagreements', 'disagreements_html', 'run_diff', 'runs_html',
+           'check_saliency', 'saliency', 'saliency_overlay', 'cell_records', 'explore', 'report_html', 'save_run',
+           'is_eval_file', 'write_comparison', 'run_eval', 'confusion_text', 'summary_text']
 
 # %% ../nbs/04a_explore.ipynb #cb595a6b
 import base64, html, io, json, os, re, sys, zipfile
@@ -365,43 +366,178 @@ def disagreements_html(a:RouterEval, b:RouterEval, # two routers on the same spl
     return (f"<div class='mr mr-disagree'>{head}<table><thead><tr><th>screenshot</th><th>instruction</th><th>gold</th><th>{esc(a.name)}</th>"
             f"<th>{esc(b.name)}</th><th>right</th></tr></thead><tbody>{trs}</tbody></table></div>")
 
+# %% ../nbs/04a_explore.ipynb #4ade6487
+def _img(png:bytes, alt:str)->str: return f"<img alt='{alt}' src='data:image/png;base64,{base64.b64encode(png).decode()}' style='max-height:none;border:0'>"
+
+def run_diff(before:RouterEval, # the earlier run
+             after:RouterEval,  # the later run, on the same samples
+            )->Table:           # every misroute cell of either run: count before, after, change
+    "How each misroute cell changed from one run to the next, on the same split, largest first"
+    check_comparable({'before': before, 'after': after}, {'before': before.name, 'after': after.name})
+    k, L = len(before.labels), before.labels
+    rows = [dict(gold=L[g], predicted=L[p], before=int(before.cm[g, p]), after=int(after.cm[g, p]), change=int(after.cm[g, p] - before.cm[g, p]))
+            for g in range(k) for p in range(k) if g != p and (before.cm[g, p] or after.cm[g, p])]
+    return Table(sorted(rows, key=lambda r: (-r['before'], -r['after'], r['gold'], r['predicted'])), title='misroutes, run to run')
+
+def runs_html(before:RouterEval, after:RouterEval, # two runs on the same split
+              names=('before', 'after'),          # what to call them
+             )->str:
+    "Run to run as HTML: both accuracies with 95% intervals, McNemar's verdict, the cells and the difference heatmap"
+    m, esc = mcnemar(before.correct, after.correct, names), html.escape
+    acc = lambda e: fmt_rate(e.metrics['correct'], e.metrics['total'])
+    return (f"<div class='mr mr-runs'><p>{esc(names[0])}: accuracy {acc(before)}; {esc(names[1])}: accuracy {acc(after)}.<br>"
+            f"McNemar's exact test: {esc(m['verdict'])}.</p>{run_diff(before, after)._repr_html_()}"
+            f"{_img(fig_png(diff_figure(before, after, names)), 'run to run')}</div>")
+
+# %% ../nbs/04a_explore.ipynb #52cc95a4
+@patch
+def runs_view(self:Explorer)->str:
+    "The run-to-run view of the shown router against its earlier run (`previous`), or how to get one"
+    prev = self.previous.get(self.ev.name) or (next(iter(self.previous.values())) if len(self.previous) == 1 else None)
+    if prev is None: return ("<p class='mr'>No earlier run to compare with: open one with "
+                             "<code>Explorer.from_dir(run, previous=earlier_run)</code>.</p>")
+    return runs_html(prev, self.ev, (f'{prev.name} (earlier)', self.ev.name))
+
+# %% ../nbs/04a_explore.ipynb #10a5d275
+def check_saliency(router): # a router object
+    "Refuse, in plain words, a router whose decision has no image path to attribute"
+    kind, cls = getattr(router, 'kind', None), type(router).__name__
+    if kind == 'head' and hasattr(router, 'head') and cls != 'OriginalHeadRouter': return router
+    why = ("it routes on the instruction text alone, so no image patch can have driven its decision"
+           if kind in ('baseline', 'callable', None) or cls == 'OriginalHeadRouter' else
+           "its decision is a generated adapter name, not a logit over pooled features")
+    raise ConfigError(f"saliency needs a head router (`routers.HeadRouter`); {cls} (kind {kind!r}) has no image path to attribute: {why}")
+
+# %% ../nbs/04a_explore.ipynb #1e413ae3
+def _patch_map(a, thw:list, merge:int):
+    "Per-patch scores in the vision tower's order as an `(h, w)` map (Qwen-VL emits patches in `merge × merge` blocks)"
+    t, h, w = thw
+    if a.numel() != t*h*w or h % merge or w % merge:
+        side = int(a.numel()**0.5); return a[:side*side].reshape(side, side)
+    return a.reshape(t, h//merge, w//merge, merge, merge).permute(0, 1, 3, 2, 4).reshape(t, h, w).mean(0)
+
+def saliency(router,       # a head router (`routers.HeadRouter`)
+             samples:list, # routing samples with screenshots
+            )->list:       # one `(h, w)` array per sample over the image patches
+    "Gradient × input of the chosen adapter's logit on the image patch embeddings"
+    import torch
+    from moe_router.backbone import encode_router, vl_model
+    from moe_router.routers import pool_hidden, base_model_context
+    check_saliency(router)
+    inner = vl_model(router.model); pe, dev, maps = inner.visual.patch_embed, next(router.model.parameters()).device, []
+    for s in samples:
+        if not s.get('image_path'): raise DatasetError(f"{s.get('source_id')}: no screenshot, so nothing to attribute")
+        keep = {}
+        def grab(m, i, o): keep['x'] = o.detach().requires_grad_(True); return keep['x']
+        hook, was = pe.register_forward_hook(grab), router.head.training
+        try:
+            router.head.eval()
+            with base_model_context(router.model), torch.enable_grad():
+                enc = {k: v.to(dev) for k, v in encode_router(router.processor, [s], router.labels, None, router.info.get('max_length')).items()}
+                hid = inner(**enc).last_hidden_state.float(); im = (enc['input_ids'] == router.model.config.image_token_id).long()
+                logit = router.head(pool_hidden(hid, enc['attention_mask'], router.pooling, im))[0]
+                logit[logit.argmax()].backward()
+        finally: hook.remove(); router.head.train(was)
+        a = (keep['x']*keep['x'].grad).sum(-1).detach().float().cpu()
+        maps.append(_patch_map(a, enc['image_grid_thw'][0].tolist(), getattr(inner.visual, 'spatial_merge_size', 1)).numpy())
+    return maps
+
+def saliency_overlay(path:str|Path, # the screenshot
+                     sal,           # its map from `saliency`
+                     size:int=480,  # longest side in pixels
+                    ):              # a PIL image: the screenshot with the attribution's magnitude drawn over it
+    "The saliency map's magnitude over the screenshot, hot where the patches pushed the routing logit most"
+    from PIL import Image
+    from matplotlib import colormaps
+    with Image.open(path) as im: im = im.convert('RGB'); im.thumbnail((size, size))
+    a = np.abs(np.asarray(sal, float)); a = a/a.max() if a.max() > 0 else a
+    heat = Image.fromarray((colormaps['inferno'](a)[..., :3]*255).astype(np.uint8)).resize(im.size, Image.BILINEAR)
+    alpha = Image.fromarray((a*200).astype(np.uint8)).resize(im.size, Image.BILINEAR)
+    return Image.composite(heat, im, alpha)
+
+# %% ../nbs/04a_explore.ipynb #1e1a1b53
+def _pil_uri(im)->str:
+    "A PIL image as an embedded JPEG"
+    buf = io.BytesIO(); im.convert('RGB').save(buf, format='JPEG', quality=85); return _jpeg_uri(buf.getvalue())
+
+@patch
+def why_html(self:Explorer, n:int=4)->str: # at most this many samples of the selected cell
+    "Saliency overlays for the first samples of the selected cell, or why there are none"
+    esc, r = html.escape, self.routers.get(self.ev.name)
+    if r is None: return (f"<p class='mr'>Saliency needs the live router: <code>Explorer(..., routers={{'{esc(self.ev.name)}': router}})</code> "
+                          "with a head router loaded by <code>routers.load_router</code>.</p>")
+    try: check_saliency(r)
+    except ConfigError as e: return f"<p class='mr'>{esc(str(e))}</p>"
+    rows = [x for x in self.ev.cell(*self.sel, self.ascending)[:n] if x['image_path']]
+    maps = saliency(r, [self.ev.samples[x['index']] for x in rows])
+    figs = ''.join(f"<figure><img src='{_pil_uri(saliency_overlay(x['image_path'], m))}' alt='saliency'><figcaption>{esc(x['text'])} "
+                   f"→ {esc(x['pred'])} {x['confidence']:.2f}</figcaption></figure>" for x, m in zip(rows, maps))
+    return f"<div class='mr'><p>What pushed <b>{esc(self.ev.name)}</b> to {esc(self.sel[1])} (gradient × input on the image patches):</p><div class='full'>{figs}</div></div>"
+
 # %% ../nbs/04a_explore.ipynb #b23cf38b
+def _safe(name)->str:
+    "A file-name part built from data: separators and odd characters become `_`; never empty, never `..`"
+    return re.sub(r'[^\w.-]+', '_', str(name)).strip('._') or '_'
+
 def cell_records(ev:RouterEval,       # an evaluation
                  gold:str, pred:str,  # the confusion cell
-                )->list:              # routing records with a `routed` entry
-    "A cell's samples as routing records, with the router's view of each"
+                 ascending:bool=False, # least confident first, as the explorer may show it
+                )->list:              # self-sufficient routing records with a `routed` entry
+    "A cell's samples in the order shown: every field of the routing sample, the screenshot's absolute path, the router's view"
     return [dict({k: v for k, v in ev.samples[r['index']].items() if k != 'image_path'},
+                 image=str(Path(r['image_path']).absolute()) if r['image_path'] else r['image'],
                  routed=dict(router=ev.name, predicted=r['pred'], confidence=r['confidence'], p_gold=r['p_gold'], runner_up=r['runner_up']))
-            for r in ev.cell(gold, pred)]
+            for r in ev.cell(gold, pred, ascending)]
 
 @patch
 def export(self:Explorer, path:str|Path|None=None, # JSONL file; `SOURCE/exports/ROUTER--GOLD--PRED.jsonl` by default
           )->Path:                                 # the file written
-    "Write the selected cell's samples as JSONL"
-    safe = re.sub(r'[^\w.-]+', '_', self.ev.name)
-    path = Path(path) if path else Path(self.source or '.')/'exports'/f"{safe}--{self.sel[0]}--{self.sel[1]}.jsonl"
+    "Write the selected cell's samples as JSONL in the order shown; an empty cell writes nothing"
+    (g, p), name = self.sel, self.ev.name
+    recs = cell_records(self.ev, g, p, self.ascending)
+    if not recs: raise ValueError(f"{name}: cell {g} → {p} is empty; nothing to export (no file written)")
+    if path is None:
+        base = (Path(self.source or '.')/'exports').absolute()
+        path = base/f"{_safe(name)}--{_safe(g)}--{_safe(p)}.jsonl"
+        if path.resolve().parent != base.resolve(): raise ValueError(f"{path}: export name leaves {base}")
     from moe_router.config import write_jsonl
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(write_jsonl(path, cell_records(self.ev, *self.sel)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return Path(write_jsonl(path, recs))
 
 # %% ../nbs/04a_explore.ipynb #ffee768d
+def _shade(share:float, diag:bool)->str:
+    "A cell's colour: green on the diagonal, red off it, deeper as its share of the gold row grows"
+    return f"rgba({'44,160,44' if diag else '214,39,40'},{0.1 + 0.8*share:.2f})"
+
+def _recall(ev:RouterEval, name:str)->str:
+    "A row's recall with its 95% interval, for the grid"
+    r = ev.metrics['per_class'][name]
+    if not r['support']: return "<span class='muted'>no samples</span>"
+    lo, hi = r['recall_ci']
+    return f"{r['recall']:.0%} <span class='muted'>[{lo:.0%}, {hi:.0%}]</span>"
+
 @patch
 def _grid(self:Explorer):
-    "Buttons for the shown router's confusion cells"
+    "The shown router's confusion cells as buttons shaded by their share of the gold row, with each row's total and recall"
     import ipywidgets as W
-    ev, k = self.ev, len(self.ev.labels)
+    ev, k = self.ev, len(self.ev.labels); tot = ev.cm.sum(1)
     def pick(g, p):
         def f(_): self.sel = (ev.labels[g], ev.labels[p]); self._refresh()
         return f
-    cells, self._buttons = [W.HTML('<b>gold \\ predicted</b>')] + [W.HTML(f'<b>{html.escape(n)}</b>') for n in ev.labels], {}
+    cells = [W.HTML('<b>gold \\ predicted</b>')] + [W.HTML(f'<b title="{html.escape(n)}">{html.escape(n)}</b>') for n in ev.labels]
+    cells += [W.HTML('<b>n</b>'), W.HTML('<b>recall [95% CI]</b>')]; self._buttons = {}
     for g in range(k):
         cells.append(W.HTML(f'<b>{html.escape(ev.labels[g])}</b>'))
         for p in range(k):
-            n = int(ev.cm[g, p])
-            b = W.Button(description=str(n), disabled=not n, tooltip=f'gold {ev.labels[g]} → predicted {ev.labels[p]}: {n}',
-                         button_style=('success' if g == p else 'danger') if n else '', layout=W.Layout(width='auto'))
+            n, share = int(ev.cm[g, p]), ev.cm[g, p]/tot[g] if tot[g] else 0.0
+            b = W.Button(description=str(n), disabled=not n, layout=W.Layout(width='auto'),
+                         tooltip=f'gold {ev.labels[g]} → predicted {ev.labels[p]}: {n} of {tot[g]} ({share:.0%})')
+            b.style.button_color = _shade(share, g == p) if n else '#f4f4f4'
+            b.style.text_color = 'white' if share > 0.5 else 'black'
             b.add_class('mr-cell'); b.on_click(pick(g, p)); cells.append(b); self._buttons[ev.labels[g], ev.labels[p]] = b
-    return W.GridBox(cells, layout=W.Layout(grid_template_columns=f'160px repeat({k}, 110px)', grid_gap='2px'))
+        cells += [W.HTML(f'<span class="mr-total">{tot[g]}</span>'), W.HTML(_recall(ev, ev.labels[g]))]
+    w = 110 if k <= 6 else 64 if k <= 12 else 46
+    return W.GridBox(cells, layout=W.Layout(grid_template_columns=f'160px repeat({k}, {w}px) 44px 150px', grid_gap='2px'))
 
 @patch
 def _refresh(self:Explorer, *_):
@@ -409,40 +545,68 @@ def _refresh(self:Explorer, *_):
     self.ascending = self._order.value.startswith('least')
     for sel, b in self._buttons.items(): (b.add_class if sel == self.sel else b.remove_class)('mr-selected')
     self._head.value = (f"<style>.mr-selected{{outline:3px solid #222;outline-offset:-3px}}</style><b>{html.escape(self.note())}</b>"
-                        "<br>click a cell to see its samples")
-    self._pane.value, self._status.value = self.cell_view(), ''
+                        "<br>click a cell to see its samples; click a screenshot to enlarge it")
+    self._pane.value, self._status.value, self._why.value = self.cell_view(), '', ''
     self._dis.value = CSS + (disagreements_html(self.ev, self.evals[self._other.value], self.limit, self.thumbs)
                              if self._other.value else "<p>Only one router: nothing to compare.</p>")
     self._thr.value = CSS + threshold_html(self.ev, self._slider.value)
+    self._runs.value = CSS + self.runs_view()
 
 # %% ../nbs/04a_explore.ipynb #28f8090b
 @patch
-def widget(self:Explorer):
-    "The ipywidgets explorer: router, cells, disagreements, threshold, export"
+def _threshold_controls(self:Explorer):
+    "A wide threshold slider and a number box for exact values, kept in step"
     import ipywidgets as W
-    self._head, self._pane, self._dis, self._thr, self._status = W.HTML(), W.HTML(), W.HTML(), W.HTML(), W.HTML()
-    self._order = W.ToggleButtons(options=['most confident first', 'least confident first'], value='most confident first')
-    self._other = W.Dropdown(description='compare with', style={'description_width': 'initial'}, options=[n for n in self.evals if n != self.ev.name])
+    self._slider = W.FloatSlider(value=0.5, min=0, max=1, step=0.01, description='threshold', continuous_update=False,
+                                 readout_format='.2f', layout=W.Layout(width='640px'))
+    self._tbox = W.BoundedFloatText(value=0.5, min=0, max=1, step=0.01, description='exactly', layout=W.Layout(width='170px'))
+    W.link((self._slider, 'value'), (self._tbox, 'value'))
+    return W.HBox([self._slider, self._tbox])
+
+@patch
+def _follow_threshold(self:Explorer):
+    "Put the threshold at the shown router's selective threshold"
     t = self.ev.metrics['selective']['threshold']
-    self._slider = W.FloatSlider(value=round(t or 0.5, 2), min=0, max=1, step=0.01, description='threshold', continuous_update=False)
-    grid = W.Box([self._grid()])
-    router = W.Dropdown(description='router', options=list(self.evals), value=self.ev.name)
-    def on_router(ch):
-        self.pick_router(ch['new']); grid.children = [self._grid()]
-        self._other.unobserve(self._refresh, 'value'); self._other.options = [n for n in self.evals if n != self.ev.name]
-        self._other.observe(self._refresh, 'value'); self._refresh()
-    router.observe(on_router, 'value')
+    self._slider.value = round(t if t is not None else 0.5, 2)
+
+@patch
+def _export_controls(self:Explorer):
+    "The export button, its file box and what it said"
+    import ipywidgets as W
     path = W.Text(placeholder='default: exports/ROUTER--GOLD--PRED.jsonl', layout=W.Layout(width='420px'))
     save = W.Button(description='export cell as JSONL', icon='download', layout=W.Layout(width='auto'))
     def on_save(_):
         try: self._status.value = f"wrote {html.escape(str(self.export(path.value or None)))}"
         except (OSError, ValueError) as e: self._status.value = f"<span style='color:#b00'>export failed: {html.escape(str(e))}</span>"
-    save.on_click(on_save)
+    save.on_click(on_save); save.add_class('mr-export')
+    return W.HBox([save, path, self._status])
+
+@patch
+def widget(self:Explorer):
+    "The ipywidgets explorer: router, cells, disagreements, threshold, run to run, export"
+    import ipywidgets as W
+    self._head, self._pane, self._dis, self._thr, self._status, self._runs, self._why = (W.HTML() for _ in range(7))
+    self._order = W.ToggleButtons(options=['most confident first', 'least confident first'], value='most confident first')
+    self._other = W.Dropdown(description='compare with', style={'description_width': 'initial'}, options=[n for n in self.evals if n != self.ev.name])
+    thr, grid = self._threshold_controls(), W.Box([self._grid()])
+    self._follow_threshold()
+    router = W.Dropdown(description='router', options=list(self.evals), value=self.ev.name)
+    def on_router(ch):
+        self.pick_router(ch['new']); grid.children = [self._grid()]
+        for w, o in ((self._other, [n for n in self.evals if n != self.ev.name]), (self._slider, None)):
+            w.unobserve(self._refresh, 'value')
+            if o is not None: w.options = o
+        self._follow_threshold()                           # the threshold follows the router shown
+        self._other.observe(self._refresh, 'value'); self._slider.observe(self._refresh, 'value'); self._refresh()
+    router.observe(on_router, 'value')
+    why = W.Button(description='why? (saliency)', layout=W.Layout(width='auto')); why.add_class('mr-why')
+    why.on_click(lambda _: setattr(self._why, 'value', self.why_html()))
     self._order.observe(self._refresh, 'value'); self._other.observe(self._refresh, 'value'); self._slider.observe(self._refresh, 'value')
     self._refresh()
-    tabs = W.Tab([W.VBox([grid, self._order, W.HBox([save, path, self._status]), self._pane]),
-                  W.VBox([self._other, self._dis]), W.VBox([self._slider, self._thr])])
-    for i, n in enumerate(['cells', 'disagreements', 'threshold']): tabs.set_title(i, n)
+    tabs = W.Tab([W.VBox([grid, W.HBox([self._order, why]), self._export_controls(), self._why, self._pane]),
+                  W.VBox([self._other, self._dis]), W.VBox([thr, self._thr]), W.VBox([self._runs])])
+    for i, n in enumerate(['cells', 'disagreements', 'threshold', 'run to run']): tabs.set_title(i, n)
+    self._tabs = tabs
     return W.VBox(([router] if len(self.evals) > 1 else []) + [self._head, tabs])
 
 @patch
@@ -457,9 +621,10 @@ def _repr_mimebundle_(self:Explorer, include=None, exclude=None):
 
 def explore(ev,           # a `RouterEval`, or `{name: RouterEval}` on one split
             limit:int=50, # rows shown per cell
+            **kw,         # passed to `Explorer`: `previous`, `routers`, `mark`, ...
            )->Explorer:
     "Explore the samples behind each confusion cell (widgets in Jupyter, static HTML otherwise)"
-    return Explorer(ev, limit)
+    return Explorer(ev, limit, **kw)
 
 # %% ../nbs/04a_explore.ipynb #6e467ae8
 def _md_html(md:str)->str:
@@ -470,7 +635,6 @@ def _md_html(md:str)->str:
     items = ''.join(f'<li>{l[2:]}</li>' for l in lines if l.startswith('- '))
     return '<p>' + ' '.join(l for l in lines if not l.startswith('- ')) + '</p>' + (f'<ul>{items}</ul>' if items else '')
 
-def _img(png:bytes, alt:str)->str: return f"<img alt='{alt}' src='data:image/png;base64,{base64.b64encode(png).decode()}' style='max-height:none;border:0'>"
 
 
 def report_html(ev:RouterEval,          # an evaluation
@@ -612,13 +776,17 @@ def _compared(d:Path)->list:
     f = d/'comparison.json'
     if not f.is_file(): return []
     c = _read_json_or_jsonl(f)
-    return [(n, d/'compare'/n/'router-eval.json') for n in ((c.get('agreement') or {}) if isinstance(c, dict) else {})]
+    names = list((c.get('agreement') or {}) if isinstance(c, dict) else {})
+    bad = [n for n in names if _safe(n) != n]
+    if bad: raise DatasetError(f"{f}: router name {bad[0]!r} is not a plain directory name under {d/'compare'}; rerun moe-router-eval")
+    return [(n, d/'compare'/n/'router-eval.json') for n in names]
 
 @patch(cls_method=True)
 def from_dir(cls:Explorer, d:str|Path, # a `moe-router-eval --out` directory, or the demo's `eval/`
              limit:int=50,             # rows shown per cell
              roots:list|None=None,     # more directories to look for screenshots under
-            )->Explorer:
+             previous:str|Path|None=None, # an earlier run's directory on the same split, for the run-to-run view
+             **kw)->Explorer:          # passed to `Explorer` (`routers`, `mark`)
     "Open a saved evaluation: the router of `router-eval.json` and the routers compared with it"
     import warnings
     d = Path(d); f = d/'router-eval.json'
@@ -634,5 +802,7 @@ def from_dir(cls:Explorer, d:str|Path, # a `moe-router-eval --out` directory, or
     check_comparable(evals, where)
     for n, m in missing.items():
         if m: warnings.warn(f"{where[n]}: {m} of {len(evals[n].samples)} screenshots not found (looked under the dataset "
-                            f"{evals[n].info.get('dataset')} and {d}); the explorer shows a placeholder for them", stacklevel=2)
-    return cls(evals, limit, source=d, missing=missing, thumbs=ThumbCache(store=d/THUMBS))
+                            f"{evals[n].info.get('dataset')}, the run's recorded roots and {d}); the explorer shows their thumbnails "
+                            f"from {THUMBS} where it has them; pass roots=[...] with the experts' dataset directories for full images", stacklevel=2)
+    prev = cls.from_dir(previous, limit, roots).evals if previous is not None else None
+    return cls(evals, limit, source=d, missing=missing, thumbs=ThumbCache(store=d/THUMBS), previous=prev, **kw)
