@@ -643,8 +643,9 @@ def report_html(ev:RouterEval,          # an evaluation
                 limit:int=50,           # rows per cell
                 extra_html:str='',      # more sections (e.g. a router comparison)
                 thumb_fn=None,          # `(path, size) -> data URI`; `thumbnail_uri` by default
+                full_fn=screen_uri,     # `(path, size, sample) -> data URI` for a misrouted screenshot opened full size; None: thumbnails only
                )->str:                  # a complete HTML document
-    "A self-contained HTML report: numbers, pictures, and the samples behind every confusion cell"
+    "A self-contained HTML report: numbers with their intervals, pictures, and the samples behind every confusion cell (misrouted screenshots open full size)"
     esc = html.escape
     pngs = pngs or {k: fig_png(f) for k, f in ev.figures().items()}
     title = title or f"Router evaluation: {ev.name}"
@@ -654,8 +655,8 @@ def report_html(ev:RouterEval,          # an evaluation
     diag = ''.join(f"<details><summary>{esc(n)} → {esc(n)}: {int(ev.cm[i, i])} correct (least confident first)</summary>"
                    f"{cell_html(ev, n, n, ascending=True, limit=limit, thumb_fn=thumb_fn)}</details>" for i, n in enumerate(ev.labels) if ev.cm[i, i])
     mis = Explorer(ev, limit).misroutes()   # largest first: the report opens at the largest one
-    first = (f"<h2 id='largest-misroute'>Largest misroute</h2>{cell_html(ev, *mis[0], limit=limit, thumb_fn=thumb_fn)}" if mis else "<p>No misroutes.</p>")
-    cells = ''.join(cell_html(ev, g, p, limit=limit, thumb_fn=thumb_fn) for g, p in mis[1:]) or "<p>No other misroutes.</p>"
+    first = (f"<h2 id='largest-misroute'>Largest misroute</h2>{cell_html(ev, *mis[0], limit=limit, thumb_fn=thumb_fn, full_fn=full_fn)}" if mis else "<p>No misroutes.</p>")
+    cells = ''.join(cell_html(ev, g, p, limit=limit, thumb_fn=thumb_fn, full_fn=full_fn) for g, p in mis[1:]) or "<p>No other misroutes.</p>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>{CSS}</head>"
             f"<body class='mr' style='font-family:sans-serif;max-width:1200px;margin:auto'><h1>{esc(title)}</h1>"
             f"<p class='muted'>{prov}</p>{headline(ev)._repr_html_()}{first}{_md_html(explain(ev))}"
@@ -699,15 +700,17 @@ def write_comparison(out:Path, main:RouterEval, rest:dict, files:dict)->str:
     pngs = {'coverage-compare': fig_png(coverage_figure({n: e.metrics['selective'] for n, e in {main.name: main, **rest}.items()}, 'same split'))}
     pngs.update({f'diff-{n}': fig_png(diff_figure(main, e, (main.name, n))) for n, e in rest.items()})
     out.mkdir(parents=True, exist_ok=True)
-    for n, e in rest.items(): save_run(e, out/'compare'/n, thumbs=False)   # same screenshots as `main`
+    back = f"<p><a href='../../report.html'>← the main report ({html.escape(main.name)})</a></p>"
+    for n, e in rest.items(): save_run(e, out/'compare'/n, extra_html=back, thumbs=False)   # same screenshots as `main`
     for k, v in pngs.items(): atomic_write_bytes(out/f'{k}.png', v)
-    agree = {n: agreement(main, e) for n, e in rest.items()}
-    atomic_write_json(out/'comparison.json', dict(table=table.rows, main=main.name, labels=main.labels, agreement=agree,
+    agree, pairs = {n: agreement(main, e) for n, e in rest.items()}, paired({main.name: main, **rest, **files})
+    atomic_write_json(out/'comparison.json', dict(table=table.rows, main=main.name, labels=main.labels, agreement=agree, paired=pairs.rows,
                       diff_confusion={n: diff_confusion(main, e).tolist() for n, e in rest.items()}))
-    diffs = ''.join(f"<h3>{html.escape(n)} vs {html.escape(main.name)}</h3><p>{html.escape(json.dumps(agree[n]))}</p>"
-                    + _img(pngs[f'diff-{n}'], f'diff {n}') for n in rest)
-    return (f"<h2>Routers compared on the same split</h2>{table._repr_html_()}"
-            f"{_img(pngs['coverage-compare'], 'coverage')}{diffs}")
+    links = ' · '.join(f"<a href='compare/{html.escape(n)}/report.html'>{html.escape(n)}</a>" for n in rest)
+    verdicts = ''.join(f"<li>{html.escape(r['a'])} vs {html.escape(r['b'])}: {html.escape(r['verdict'])}</li>" for r in pairs)
+    diffs = ''.join(f"<h3>{html.escape(n)} vs {html.escape(main.name)}</h3>" + _img(pngs[f'diff-{n}'], f'diff {n}') for n in rest)
+    return (f"<h2>Routers compared on the same split</h2><p>Each router's own report: {links}</p>{table._repr_html_()}"
+            f"<h3>Beyond noise?</h3><ul>{verdicts}</ul>{pairs._repr_html_()}{_img(pngs['coverage-compare'], 'coverage')}{diffs}")
 
 def run_eval(router,                     # router checkpoint path (or a router object)
              dataset_dir:str|Path,       # routing dataset directory
@@ -719,7 +722,7 @@ def run_eval(router,                     # router checkpoint path (or a router o
              registry=None,              # `Registry` to check the dataset against
              progress:bool=True,         # progress bars
              load_kw:dict|None=None,     # passed to `routers.load_router` for paths (e.g. a shared `model`, `processor`)
-            )->dict:                     # `main`, `evals` (name -> RouterEval), `files` (name -> read_eval dict), `comparison`, `paths`
+            )->dict:                     # `main`, `evals` (name -> RouterEval), `files` (name -> read_eval dict), `comparison`, `paired`, `paths`
     "Evaluate a router on a dataset split, compare it with other routers and the text baseline, write it all to `out`"
     if split not in ('test', 'val'): raise ConfigError(f"unknown split {split!r}; use 'test' or 'val'")
     out, kw = Path(out), dict(target_accuracy=target_accuracy, progress=progress, load_kw=load_kw)
@@ -740,7 +743,7 @@ def run_eval(router,                     # router checkpoint path (or a router o
     rest = {n: e for n, e in evals.items() if e is not main}
     extra = write_comparison(out, main, rest, files) if rest or files else ''
     return dict(main=main, evals=evals, files=files, comparison=compare({**evals, **files}) if rest or files else None,
-                paths=save_run(main, out, extra_html=extra))
+                paired=paired({**evals, **files}) if rest or files else None, paths=save_run(main, out, extra_html=extra))
 
 # %% ../nbs/04a_explore.ipynb #21e7b658
 def confusion_text(ev:RouterEval)->str:
@@ -754,18 +757,19 @@ def summary_text(res:dict, # from `run_eval`
     sel, info = m['selective'], ev.info
     who = ev.name if ev.kind in (None, ev.name) else f"{ev.name} ({ev.kind})"
     lines = [f"router {who}: {info.get('router', '')}", f"split {info.get('split')} of {info.get('dataset')}: {m['total']} samples",
-             f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['total']})   macro F1 {m['macro_avg']['f1']:.4f}   ECE {m['calibration']['ece']:.4f}"
-             + (f"   text only {m['text_only']['accuracy']:.4f} (the same samples without their screenshot)" if m.get('text_only') else ''),
+             f"accuracy {fmt_rate(m['correct'], m['total'])}   macro F1 {m['macro_avg']['f1']:.4f}   ECE {m['calibration']['ece']:.4f}",
+             *([f"text only {fmt_rate(m['text_only']['correct'], m['text_only']['total'])} (the same samples without their screenshot)"] if m.get('text_only') else []),
              (f"selective: confidence >= {sel['threshold']:.3f} routes {sel['coverage']:.0%} of samples at accuracy {sel['accuracy']:.4f} "
               f"(target {sel['target_accuracy']})") if sel['threshold'] is not None else f"selective: no threshold reaches {sel['target_accuracy']}",
-             'by kind: ' + ', '.join(f"{r['kind']} {r['accuracy']:.4f} ({r['n']})" for r in accuracy_by(ev, 'kind'))
-             + '; ' + ', '.join(f"{r['hard_pair']} {r['accuracy']:.4f} ({r['n']})" for r in accuracy_by(ev, 'hard_pair')),
+             'by kind: ' + ', '.join(f"{r['kind']} {fmt_rate(round(r['accuracy']*r['n']), r['n'])}" for r in accuracy_by(ev, 'kind'))
+             + '; ' + ', '.join(f"{r['hard_pair']} {fmt_rate(round(r['accuracy']*r['n']), r['n'])}" for r in accuracy_by(ev, 'hard_pair')),
              '', Table([dict(adapter=n, **v) for n, v in m['per_class'].items()]).text(), '']
     tc = top_confusions(ev, 5)
     lines += ['misroutes:' + ('' if len(tc) else ' none')] + [
         f"  {r['gold']} -> {r['predicted']}: {r['count']} ({r['share_of_gold']:.0%} of {r['gold']}), confidence {r['confidence']}, screenshots: {r['screenshots']}"
         for r in tc]
     if res.get('comparison') is not None: lines += ['', res['comparison'].text()]
+    if res.get('paired') is not None: lines += [''] + [f"{r['a']} vs {r['b']}: {r['verdict']}" for r in res['paired']]
     lines += ['', f"wrote {Path(res['paths']['json']).parent}/: " + ', '.join(sorted(Path(p).name for p in res['paths'].values())),
               '', 'confusion (rows gold, columns predicted):', confusion_text(ev)]
     return '\n'.join(lines)
