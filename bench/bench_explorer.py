@@ -13,7 +13,12 @@ writes it: router-eval.json, the figures, report.html and the thumbnail cache th
 - cell, again: the same cell again, or sorted the other way (thumbnails in memory);
 - cell, one thread: the cold render with plain `cell_html` (no cache, no threads), the baseline.
 Goals: open < 2 s, a cell < 300 ms. Prints a markdown table and writes bench/out/explorer.json.
-Run: .venv/bin/python bench/bench_explorer.py
+
+`saliency` (gradient x input on the patch embeddings, `explore.saliency`) is timed on the CPU with the tiny backbone:
+a head trained on the shared-instruction synthetic experts, 8 test samples one at a time, against routing the same 8
+samples one at a time (a forward pass each): the ratio is what a backward pass through the backbone adds.
+Run: .venv/bin/python bench/bench_explorer.py            (everything)
+     .venv/bin/python bench/bench_explorer.py saliency   (saliency only, about a minute)
 """
 import json, shutil, statistics, tempfile, time
 from pathlib import Path
@@ -69,7 +74,7 @@ def main():
         t, x = timed(lambda: Explorer.from_dir(out, limit=CELL)); opens.append(t)
     assert x.missing == {'head': 0} and len(x.ev.samples) == N
     t_cold, h = timed(lambda: x.cell_view('claim-window', 'provider-select'))
-    assert h.count('<tr>') == CELL + 1 and h.count('data:image/jpeg') == CELL
+    assert h.count('<tr>') == CELL + 1 and h.count('data:image/jpeg') == CELL + 2*12   # thumbnails; the first 12 rows open full size
     assert (x.thumbs.hits, x.thumbs.decoded) == (CELL, 0), (x.thumbs.hits, x.thumbs.decoded)
     xb = Explorer.from_dir(bare, limit=CELL)
     t_nocache, hb = timed(lambda: xb.cell_view('claim-window', 'provider-select'))
@@ -102,4 +107,29 @@ def main():
     print(f"| cell, sorted the other way (cached) | {t_flip*1000:.0f} ms | {t_plain*1000:.0f} ms | {t_plain/t_flip:.0f}x faster | < 300 ms |")
     print(f"\nwrote {HERE/'out'/'explorer.json'}")
 
-if __name__ == '__main__': main()
+def saliency_time(n:int=8)->dict:
+    "Seconds per sample of `explore.saliency` on the CPU (tiny backbone), against routing one sample"
+    import torch
+    from moe_router import synth, datagen
+    from moe_router.backbone import load_backbone
+    from moe_router.routers import train_head, load_router
+    from moe_router.explore import saliency
+    torch.set_num_threads(1); root = Path(tempfile.mkdtemp(prefix='bench-saliency-'))
+    ex = synth.make_synthetic_experts(root/'experts', per_expert=40, seed=0, ambiguous_frac=1.0)
+    ds = datagen.build_routing_dataset(ex, root/'routing', train_samples=20, eval_samples=n, seed=0, log=None)
+    model, processor = load_backbone('tiny')
+    head = train_head(ds, root/'head', backbone=(model, processor), epochs=20, progress=False, log=None)
+    r = load_router(head['path'], model=model, processor=processor); test = datagen.load_split(ds, 'test')[0][:n]
+    saliency(r, test[:1]); r(test[:1])                                    # warm up
+    t_sal, _ = timed(lambda: [saliency(r, [s]) for s in test])
+    t_fwd, _ = timed(lambda: [r([s]) for s in test])
+    shutil.rmtree(root, ignore_errors=True)
+    res = dict(samples=n, saliency_s_per_sample=t_sal/n, route_s_per_sample=t_fwd/n)
+    print(f"| saliency per sample (CPU, tiny backbone, 1 thread, n={n}) | {t_sal/n*1000:.0f} ms | {t_fwd/n*1000:.0f} ms "
+          f"(routing one sample) | {t_sal/t_fwd:.1f}x | – |")
+    return res
+
+if __name__ == '__main__':
+    import sys
+    if sys.argv[1:] == ['saliency']: saliency_time()
+    else: main(); saliency_time()

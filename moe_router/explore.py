@@ -96,11 +96,11 @@ def typical_screen(ev:RouterEval, # an evaluation
     return next((ev.samples[j]['image_path'] for j in idx if ev.samples[j].get('image_path')), None)
 
 def _shot(r:dict, tf, full_fn, typical:str|None, sample:dict)->str:
-    "A thumbnail that opens to the full screenshot, beside a typical screen of the predicted expert"
+    "A thumbnail that opens to the full screenshot, beside a typical screen of the predicted expert (a `data:` URI)"
     key, esc = r['image_path'] or r.get('image'), html.escape
     thumb = f"<img src='{tf(key, 128)}' title='{esc(str(key))}' alt='screenshot'>"
     if full_fn is None: return thumb
-    typ = (f"<figure><img src='{full_fn(typical, 480, None)}' alt='typical'><figcaption>a typical <b>{esc(r['pred'])}</b> screen</figcaption></figure>"
+    typ = (f"<figure><img src='{typical}' alt='typical'><figcaption>a typical <b>{esc(r['pred'])}</b> screen</figcaption></figure>"
            if typical else f"<p class='muted'>no {esc(r['pred'])} screen to show</p>")
     return (f"<details class='shot'><summary>{thumb}</summary><div class='full'><figure><img src='{full_fn(r['image_path'], 480, sample)}' "
             f"alt='full screenshot'><figcaption>this screen (gold <b>{esc(r['gold'])}</b>)</figcaption></figure>{typ}</div></details>")
@@ -112,17 +112,18 @@ def cell_html(ev:RouterEval,         # an evaluation
               thumb:int=128,         # thumbnail size
               thumb_fn=None,         # `(path, size) -> data URI`; `thumbnail_uri` by default
               full_fn=None,          # `(path, size, sample) -> data URI` for the enlarged view (e.g. `screen_uri`); none: thumbnails only
+              full_rows:int=12,      # only the first rows open full size (each embeds two screenshots)
              )->str:
     "One confusion cell's samples as an HTML table; a click on a thumbnail opens the full screenshot beside a typical predicted one"
     rows, esc, tf = ev.cell(gold, pred, ascending), html.escape, thumb_fn or thumbnail_uri
-    typical = typical_screen(ev, pred) if full_fn else None
+    typical = (t := typical_screen(ev, pred)) and full_fn and full_fn(t, 480, None)
     head = f"<h4 id='cell-{gold}--{pred}'>gold <b>{esc(gold)}</b> → predicted <b>{esc(pred)}</b>: {len(rows)} sample(s)" \
            + (f", showing {limit}" if len(rows) > limit else '') + '</h4>'
     if not rows: return f"<div class='mr'>{head}<p class='muted'>no samples in this cell</p></div>"
-    trs = ''.join(f"<tr><td>{_shot(r, tf, full_fn, typical, ev.samples[r['index']])}</td>"
+    trs = ''.join(f"<tr><td>{_shot(r, tf, full_fn if i < full_rows else None, typical, ev.samples[r['index']])}</td>"
                   f"<td>{esc(r['text'])}<br><span class='muted'>{esc(str(r['source_id']))} · {esc(r['screenshot'])} screenshot · {esc(str(r['kind']))}</span></td>"
                   f"<td>{esc(r['gold'])}</td><td>{esc(r['pred'])}</td><td class='n'>{r['confidence']:.3f}</td>"
-                  f"<td class='n'>{r['p_gold']:.3f}</td><td>{esc(r['runner_up'])}</td></tr>" for r in rows[:limit])
+                  f"<td class='n'>{r['p_gold']:.3f}</td><td>{esc(r['runner_up'])}</td></tr>" for i, r in enumerate(rows[:limit]))
     return (f"<div class='mr'>{head}<table><thead><tr><th>screenshot</th><th>instruction</th><th>gold</th><th>predicted</th>"
             f"<th>confidence</th><th>p(gold)</th><th>runner-up</th></tr></thead><tbody>{trs}</tbody></table></div>")
 
@@ -272,7 +273,7 @@ class Explorer:
         if not evals: raise ConfigError("Explorer needs at least one evaluation")
         self.evals, self.limit, self.ascending = check_comparable(evals), limit, False
         self.source, self.missing, self.thumbs = source, dict(missing or {}), ThumbCache() if thumbs is None else thumbs
-        self.previous, self.routers, self.mark = dict(previous or {}), dict(routers or {}), mark
+        self.previous, self.routers, self.mark, self._full = dict(previous or {}), dict(routers or {}), mark, {}
         self.pick_router(next(iter(evals)))
 
     def pick_router(self, name:str): # one of `self.evals`
@@ -306,7 +307,11 @@ class Explorer:
 
     def full(self, path, size:int=480, sample:dict|None=None)->str:
         "The enlarged screenshot (with scored clicks drawn by `mark`); a moved run falls back to its thumbnail"
-        return screen_uri(path, size, sample, self.mark) if path and os.path.exists(path) else self.thumbs(path or (sample or {}).get('image'))
+        if not (path and os.path.exists(path)): return self.thumbs(path or (sample or {}).get('image'))
+        marked = bool(self.mark and sample and sample.get('answer') and sample.get('answered') is not None)
+        k = (path, size, id(sample) if marked else None)
+        if k not in self._full: self._full[k] = screen_uri(path, size, sample, self.mark)
+        return self._full[k]
 
     def show(self, gold:str, pred:str, ascending:bool=False):
         "Static HTML of one cell"
