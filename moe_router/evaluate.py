@@ -677,7 +677,8 @@ def diff_figure(a, b, names=('A', 'B'))->Figure:
     heatmap(d, labels, labels, '{:+.0f}', vmin=-top, vmax=top, cmap='PiYG', ax=ax, shade=gain,
             title=f"{names[1]} − {names[0]} (counts)", xlabel='predicted', ylabel='gold')
     cb = fig.colorbar(ax.images[0], ax=ax, shrink=0.8); cb.set_label(f"← worse for {names[1]}   better for {names[1]} →")
-    fig.text(0.01, 0.005, f"green: {names[1]} misroutes fewer samples in the cell (or routes more right on the diagonal); pink: more", fontsize=7)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(0.01, 0.01, f"green: {names[1]} misroutes fewer samples in the cell (or routes more right on the diagonal); pink: more", fontsize=7)
     return fig
 
 def agreement(a:RouterEval, b:RouterEval)->dict:
