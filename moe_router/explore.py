@@ -529,7 +529,8 @@ def _grid(self:Explorer):
     def pick(g, p):
         def f(_): self.sel = (ev.labels[g], ev.labels[p]); self._refresh()
         return f
-    cells = [W.HTML('<b>gold \\ predicted</b>')] + [W.HTML(f'<b title="{html.escape(n)}">{html.escape(n)}</b>') for n in ev.labels]
+    turn = 'writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap' if k > 6 else ''   # many labels: names stand up
+    cells = [W.HTML('<b>gold \\ predicted</b>')] + [W.HTML(f'<b title="{html.escape(n)}" style="{turn}">{html.escape(n)}</b>') for n in ev.labels]
     cells += [W.HTML('<b>n</b>'), W.HTML('<b>recall [95% CI]</b>')]; self._buttons = {}
     for g in range(k):
         cells.append(W.HTML(f'<b>{html.escape(ev.labels[g])}</b>'))
