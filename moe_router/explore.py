@@ -587,6 +587,7 @@ def _export_controls(self:Explorer):
     save.on_click(on_save); save.add_class('mr-export')
     return W.HBox([save, path, self._status])
 
+# %% ../nbs/04a_explore.ipynb #b8e0320e
 @patch
 def widget(self:Explorer):
     "The ipywidgets explorer: router, cells, disagreements, threshold, run to run, export"
