@@ -701,6 +701,7 @@ def is_eval_file(x)->bool:
     "Whether `x` names a saved evaluation (`.json`/`.jsonl`) rather than a router checkpoint"
     return isinstance(x, (str, Path)) and Path(x).suffix in ('.json', '.jsonl')
 
+# %% ../nbs/04a_explore.ipynb #496c58d1
 def write_comparison(out:Path, main:RouterEval, rest:dict, files:dict)->str:
     "Write the comparison files of `run_eval` to `out`; return the report section"
     table = compare({main.name: main, **rest, **files})
@@ -757,6 +758,7 @@ def confusion_text(ev:RouterEval)->str:
     "The confusion matrix as aligned text, rows gold"
     return Table([{'gold \\ predicted': g, **{p: int(ev.cm[i, j]) for j, p in enumerate(ev.labels)}} for i, g in enumerate(ev.labels)]).text()
 
+# %% ../nbs/04a_explore.ipynb #e4d5c5a4
 def summary_text(res:dict, # from `run_eval`
                 )->str:
     "A one-screen summary of `run_eval`, ending with the confusion matrix"
