@@ -259,6 +259,7 @@ def _largest_misroute(ev)->tuple:
     g, p = max(off)[1:] if off else (0, 0)
     return ev.labels[g], ev.labels[p]
 
+# %% ../nbs/04a_explore.ipynb #d85658f2
 class Explorer:
     "Pick a router and a confusion cell and see its samples: ipywidgets in a kernel, static HTML elsewhere"
     def __init__(self, ev,                  # a `RouterEval`, or `{name: RouterEval}` evaluated on one split
@@ -290,36 +291,41 @@ class Explorer:
         "One line on the shown router, with how many screenshots are missing"
         m, miss = self.ev.metrics, self.missing.get(self.ev.name, 0)
         return (f"{self.ev.name}: accuracy {fmt_rate(m['correct'], m['total'])}"
-                + (f"; {miss} of {m['total']} screenshots missing (shown as a grey placeholder)" if miss else ''))
-
-    def static_html(self)->str:
-        "The confusion map, the misroutes table and every misroute cell's samples"
-        parts = [CSS, f"<div class='mr'><h3>{html.escape(self.note())}</h3></div>", confusion_html(self.ev),
-                 f"<div class='mr'>{top_confusions(self.ev)._repr_html_()}</div>"]
-        parts += [cell_html(self.ev, g, p, limit=self.limit, thumb_fn=self.thumbs, full_fn=self.full) for g, p in self.misroutes()]
-        return ''.join(parts)
-
-    def cell_view(self, gold:str|None=None, pred:str|None=None)->str: # a cell; the selected one by default
-        "One cell's samples as HTML, sorted as `ascending` says, thumbnails from the cache"
-        gold, pred = gold or self.sel[0], pred or self.sel[1]
-        self.thumbs.warm([r['image_path'] or r['image'] for r in self.ev.cell(gold, pred, self.ascending)[:self.limit]])
-        return CSS + cell_html(self.ev, gold, pred, self.ascending, self.limit, thumb_fn=self.thumbs, full_fn=self.full)
-
-    def full(self, path, size:int=480, sample:dict|None=None)->str:
-        "The enlarged screenshot (with scored clicks drawn by `mark`); a moved run falls back to its thumbnail"
-        if not (path and os.path.exists(path)): return self.thumbs(path or (sample or {}).get('image'))
-        marked = bool(self.mark and sample and sample.get('answer') and sample.get('answered') is not None)
-        k = (path, size, id(sample) if marked else None)
-        if k not in self._full: self._full[k] = screen_uri(path, size, sample, self.mark)
-        return self._full[k]
-
-    def show(self, gold:str, pred:str, ascending:bool=False):
-        "Static HTML of one cell"
-        from IPython.display import HTML
-        self.ascending = ascending
-        return HTML(self.cell_view(gold, pred))
+                + (f"; {miss} of {m['total']} screenshots not found (shown from thumbs.npz where saved, else as a grey placeholder)" if miss else ''))
 
     def __repr__(self): return f"Explorer({self.ev!r}; selected gold {self.sel[0]} → predicted {self.sel[1]})"
+
+# %% ../nbs/04a_explore.ipynb #ae302101
+@patch
+def static_html(self:Explorer)->str:
+    "The confusion map, the misroutes table and every misroute cell's samples"
+    parts = [CSS, f"<div class='mr'><h3>{html.escape(self.note())}</h3></div>", confusion_html(self.ev),
+             f"<div class='mr'>{top_confusions(self.ev)._repr_html_()}</div>"]
+    parts += [cell_html(self.ev, g, p, limit=self.limit, thumb_fn=self.thumbs, full_fn=self.full) for g, p in self.misroutes()]
+    return ''.join(parts)
+
+@patch
+def cell_view(self:Explorer, gold:str|None=None, pred:str|None=None)->str: # a cell; the selected one by default
+    "One cell's samples as HTML, sorted as `ascending` says, thumbnails from the cache"
+    gold, pred = gold or self.sel[0], pred or self.sel[1]
+    self.thumbs.warm([r['image_path'] or r['image'] for r in self.ev.cell(gold, pred, self.ascending)[:self.limit]])
+    return CSS + cell_html(self.ev, gold, pred, self.ascending, self.limit, thumb_fn=self.thumbs, full_fn=self.full)
+
+@patch
+def full(self:Explorer, path, size:int=480, sample:dict|None=None)->str:
+    "The enlarged screenshot (with scored clicks drawn by `mark`); a moved run falls back to its thumbnail"
+    if not (path and os.path.exists(path)): return self.thumbs(path or (sample or {}).get('image'))
+    marked = bool(self.mark and sample and sample.get('answer') and sample.get('answered') is not None)
+    k = (path, size, id(sample) if marked else None)
+    if k not in self._full: self._full[k] = screen_uri(path, size, sample, self.mark)
+    return self._full[k]
+
+@patch
+def show(self:Explorer, gold:str, pred:str, ascending:bool=False):
+    "Static HTML of one cell"
+    from IPython.display import HTML
+    self.ascending = ascending
+    return HTML(self.cell_view(gold, pred))
 
 # %% ../nbs/04a_explore.ipynb #434e6356
 def threshold_view(ev:RouterEval,   # an evaluation
