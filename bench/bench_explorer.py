@@ -7,7 +7,8 @@ screenshot, the others share 400. The run directory is written by `explore.save_
 writes it: router-eval.json, the figures, report.html and the thumbnail cache thumbs.npz. Figures:
 - save: `explore.save_run` without and with thumbs.npz; the difference is what the cache costs at save time;
 - open: `Explorer.from_dir` (read router-eval.json, rebuild the RouterEval and its metrics, find every screenshot);
-- cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz);
+- cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz; the first 12
+  screenshots and a typical predicted one decoded at 480 px for the enlarged view, in the thread pool);
 - cell, first render without thumbs.npz: a run saved without it (every screenshot decoded in ThumbCache's thread
   pool, and the cache filled for next time), then the same run reopened;
 - cell, again: the same cell again, or sorted the other way (thumbnails in memory);
@@ -29,6 +30,7 @@ from moe_router.explore import Explorer, cell_html, ThumbCache, THUMBS, read_thu
 
 HERE = Path(__file__).resolve().parent
 N, CELL, SHARED = 10_000, 500, 400
+FULL = 12 + 1   # a cell's first 12 screenshots and a typical predicted screen, decoded at full size (480 px)
 LABELS = ['calendar', 'claim-window', 'provider-select', 'ocr']
 SIZES = {'calendar': (225, 208), 'claim-window': (578, 426), 'provider-select': (578, 426), 'ocr': (578, 426)}
 
@@ -74,14 +76,14 @@ def main():
         t, x = timed(lambda: Explorer.from_dir(out, limit=CELL)); opens.append(t)
     assert x.missing == {'head': 0} and len(x.ev.samples) == N
     t_cold, h = timed(lambda: x.cell_view('claim-window', 'provider-select'))
-    assert h.count('<tr>') == CELL + 1 and h.count('data:image/jpeg') == CELL + 2*12   # thumbnails; the first 12 rows open full size
-    assert (x.thumbs.hits, x.thumbs.decoded) == (CELL, 0), (x.thumbs.hits, x.thumbs.decoded)
+    assert h.count('<tr>') == CELL + 1 and h.count("data:image/jpeg") == CELL + 2*12   # thumbnails; the first 12 rows open full size
+    assert (x.thumbs.hits, x.thumbs.decoded) == (CELL, FULL), (x.thumbs.hits, x.thumbs.decoded)
     xb = Explorer.from_dir(bare, limit=CELL)
     t_nocache, hb = timed(lambda: xb.cell_view('claim-window', 'provider-select'))
-    assert hb == h and (xb.thumbs.hits, xb.thumbs.decoded) == (0, CELL) and (bare/THUMBS).is_file()
+    assert hb == h and (xb.thumbs.hits, xb.thumbs.decoded) == (0, CELL + FULL) and (bare/THUMBS).is_file()
     xr = Explorer.from_dir(bare, limit=CELL)
     t_refill, _ = timed(lambda: xr.cell_view('claim-window', 'provider-select'))
-    assert xr.thumbs.decoded == 0
+    assert xr.thumbs.decoded == FULL
     warm = [timed(lambda: x.cell_view('claim-window', 'provider-select'))[0] for _ in range(5)]
     x.ascending = True; t_flip, _ = timed(lambda: x.cell_view('claim-window', 'provider-select'))
     t_plain, _ = timed(lambda: cell_html(x.ev, 'claim-window', 'provider-select', limit=CELL))

@@ -308,15 +308,17 @@ def static_html(self:Explorer)->str:
 def cell_view(self:Explorer, gold:str|None=None, pred:str|None=None)->str: # a cell; the selected one by default
     "One cell's samples as HTML, sorted as `ascending` says, thumbnails from the cache"
     gold, pred = gold or self.sel[0], pred or self.sel[1]
-    self.thumbs.warm([r['image_path'] or r['image'] for r in self.ev.cell(gold, pred, self.ascending)[:self.limit]])
+    rows = self.ev.cell(gold, pred, self.ascending)[:self.limit]
+    self.thumbs.warm([r['image_path'] or r['image'] for r in rows])
+    self.thumbs.warm([r['image_path'] for r in rows[:12]] + [typical_screen(self.ev, pred)], 480, save=False)   # the full-size views, in parallel
     return CSS + cell_html(self.ev, gold, pred, self.ascending, self.limit, thumb_fn=self.thumbs, full_fn=self.full)
 
 @patch
 def full(self:Explorer, path, size:int=480, sample:dict|None=None)->str:
     "The enlarged screenshot (with scored clicks drawn by `mark`); a moved run falls back to its thumbnail"
     if not (path and os.path.exists(path)): return self.thumbs(path or (sample or {}).get('image'))
-    marked = bool(self.mark and sample and sample.get('answer') and sample.get('answered') is not None)
-    k = (path, size, id(sample) if marked else None)
+    if not (self.mark and sample and sample.get('answer') and sample.get('answered') is not None): return self.thumbs(path, size)
+    k = (path, size, id(sample))
     if k not in self._full: self._full[k] = screen_uri(path, size, sample, self.mark)
     return self._full[k]
 
