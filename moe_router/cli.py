@@ -86,6 +86,7 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
                  max_instruction_tokens:int=2048,  # Longest instruction in tokens, counted as UTF-8 bytes (an upper bound)
                  history:str=None,                 # training history: a directory of <expert>/runs.jsonl (the original's), or a JSONL file
                  datasets_root:str='.cache/moe_router/datasets', # where the history's datasets are (local copies)
+                 extra_hard:Annotated[str, {'nargs': '+'}]=None, # JSONL files exported by the explorer: hard samples for the training split only
                 ):
     "Generate a balanced routing dataset from the experts' datasets"
     from moe_router.datagen import build_routing_dataset, experts_from_flags, update_latest
@@ -99,7 +100,8 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
         out = build_routing_dataset(history_experts(reg, named, expert, history, datasets_root), output_dir, reg, prefix=prefix,
                                     train_samples=train_samples, eval_samples=eval_samples, train_val_split=train_val_split,
                                     seed=seed, ocr_samples=ocr_samples, hard_pair_frac=hard_pair_frac,
-                                    skip_invalid=skip_invalid, progress=progress, max_instruction_tokens=max_instruction_tokens)
+                                    skip_invalid=skip_invalid, progress=progress, max_instruction_tokens=max_instruction_tokens,
+                                    extra_hard=extra_hard)
     except BAD_INPUT as e: fail(e)
     except KeyboardInterrupt: interrupted("nothing was written")
     latest = update_latest(out, prefix)

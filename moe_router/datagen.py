@@ -10,8 +10,9 @@ __all__ = ['SPLITS', 'MAX_INSTRUCTION_TOKENS', 'RULE', 'LATEST_RE', 'parse_tool_
            'RecordError', 'expert_turns', 'record_image', 'image_in_dataset', 'to_routing_sample', 'shared_fixture',
            'ExpertSource', 'check_length', 'iter_expert', 'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr',
            'expert_sources', 'read_experts', 'make_splits', 'dataset_metadata', 'write_routing_dataset',
-           'build_routing_dataset', 'fingerprint_images', 'update_latest', 'experts_from_flags', 'original_latest',
-           'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets', 'gold_labels']
+           'read_extra_hard', 'add_extra_hard', 'build_routing_dataset', 'fingerprint_images', 'update_latest',
+           'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets',
+           'gold_labels']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, json, math, os, random, re, shutil, sys, tempfile
@@ -566,6 +567,34 @@ def write_routing_dataset(out:Path,   # final directory (must not exist)
     log(); log(RULE); log("Dataset generation complete!"); log(RULE)
     return out
 
+# %% ../nbs/01_datagen.ipynb #8700d739
+def read_extra_hard(files:list|None, # JSONL files exported by the explorer (`explore.Explorer.export`)
+                    labels:dict,     # `{adapter: label}` of the dataset being built
+                    test:list,       # its test split, which the records must stay out of
+                   )->list:          # routing records for the training split
+    "Exported hard samples, checked for the training split: a known adapter, a screenshot on disk, never a test request"
+    test_ids, out = {s.get('source_id') for s in test if s.get('source_id') is not None}, []
+    for f in map(Path, files or []):
+        for i, rec in iter_jsonl(f):
+            where, a = f"{f}:{i}", rec.get('adapter')
+            if a not in labels: raise DatasetError(f"{where}: adapter {a!r} is not one of this dataset's adapters {sorted(labels)}")
+            if rec.get('source_id') in test_ids:
+                raise DatasetError(f"{where}: source_id {rec['source_id']!r} is in the test split; a test request is never trained on (export from a val evaluation)")
+            img = resolve_image(rec.get('image'), [f.parent])
+            if rec.get('image') and img is None:
+                raise DatasetError(f"{where}: image {rec['image']!r} not found; export with the explorer (absolute paths) or copy the screenshots beside {f.name}")
+            out.append(dict({k: v for k, v in rec.items() if k not in ('routed', 'image_path')}, image=str(img) if img else None,
+                            label=labels[a], extra_hard=str(f)))
+    return out
+
+def add_extra_hard(train:list, # the training split
+                   extra:list, # from `read_extra_hard`
+                   seed:int,   # the build's seed
+                  )->list:     # the training split with `extra` shuffled in
+    "Shuffle extra samples into train with their own random stream, so val and test are untouched"
+    rows = list(train) + list(extra); random.Random(_h(seed, 'extra_hard') % 2**31).shuffle(rows)
+    return rows
+
 # %% ../nbs/01_datagen.ipynb #0c8ea623
 def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file or dataset directory}`
                           out:str|Path|None=None,  # output directory; default `datasets/{prefix}_{YYYYMMDD_HHMMSS}`
@@ -583,6 +612,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
                           progress:bool=False,     # progress bars while reading
                           max_instruction_tokens:int=MAX_INSTRUCTION_TOKENS, # longest instruction accepted (see `check_length`)
                           log=print,               # where the report goes; None for silence
+                          extra_hard:list|None=None, # JSONL files exported by the explorer, added to the training split only
                          )->Path:                  # the dataset directory
     "Build a balanced, leakage-free routing dataset and write it atomically"
     log = log or (lambda *a, **k: None)
@@ -599,8 +629,11 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
     *splits, ocr = make_splits(picked, srcs, train_samples, train_val_split, seed, ocr_samples, n_ocr_eval, ocr_label,
                                hard_pair_frac, log)
     fingerprint_images(splits, {s.dataset: str(s.root) for s in srcs})
+    extra = read_extra_hard(extra_hard, {**{s.name: s.label for s in srcs}, **({'ocr': ocr_label} if ocr_label is not None else {})}, splits[2])
+    if extra: splits[0] = add_extra_hard(splits[0], extra, seed); log(f"  extra hard samples -> train: {len(extra)}")
     meta = dataset_metadata(out, prefix, seed, train_val_split, registry, srcs, picked, skipped, splits, ocr, ocr_label,
                             train_samples, eval_samples)
+    if extra_hard: meta['extra_hard'] = {str(f): sum(e['extra_hard'] == str(f) for e in extra) for f in extra_hard}
     return write_routing_dataset(out, tuple(splits), meta, log)
 
 def _check_disjoint(test:list, pool:list):

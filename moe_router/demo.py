@@ -7,7 +7,7 @@ Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'DEMO_MARKER', 'demo_sizes', 'stage', 'demo_data', 'demo_routers', 'demo_task_loras', 'demo_eval',
            'best_router', 'demo_infer', 'hard_pair_accuracy', 'demo_figures', 'summary_markdown', 'run_files',
-           'write_manifest', 'prepare_out', 'demo_stages', 'finish_demo', 'run_demo']
+           'write_manifest', 'prepare_out', 'demo_stages', 'finish_demo', 'demo_command', 'run_demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
 import copy, json, os, re, shutil, sys, time
@@ -20,6 +20,7 @@ from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate
 from .explore import run_eval
+from .evaluate import fmt_rate
 from .cost import expert_domain_accuracy, end_to_end, cost_figure
 from .infer import StackedPipeline, run_dataset, dataset_report
 
@@ -158,14 +159,15 @@ def demo_figures(meta:dict,   # the routing dataset's metadata
                  router:str,  # the router used for inference
                 )->dict:      # every seed-determined figure of the run
     "The run's figures: data sizes, router accuracies, misroute cost, stacked-inference scores"
-    routers = {n: dict(kind=e.kind, accuracy=round(e.accuracy, 4), text_only_accuracy=(e.metrics.get('text_only') or {}).get('accuracy'),
+    routers = {n: dict(kind=e.kind, accuracy=round(e.accuracy, 4), correct=e.metrics['correct'], total=e.metrics['total'],
+                       accuracy_ci=e.metrics['accuracy_ci'], text_only_accuracy=(e.metrics.get('text_only') or {}).get('accuracy'),
                        macro_f1=round(e.metrics['macro_avg']['f1'], 4),
                        hard_pair_accuracy=hard_pair_accuracy(e),
                        expected_action_ok=ev['e2e'][n]['expected'], oracle_action_ok=ev['e2e'][n]['oracle'])
                for n, e in ev['evals'].items()}
     return dict(dataset=dict(samples=meta['samples'], ocr=meta['ocr']['samples'], hard_pairs=meta['ocr']['hard_pairs'],
                              labels=meta['label_map']),
-                routers=routers, inference_router=router,
+                routers=routers, inference_router=router, paired=[dict(r) for r in ev.get('paired') or []],
                 inference={k: inf[k] for k in ('n', 'routing_accuracy', 'parse_rate', 'action_accuracy', 'coord_accuracy', 'fallback_rate')})
 
 # %% ../nbs/06_demo.ipynb #25e0426b
@@ -176,19 +178,26 @@ def summary_markdown(fig:dict,    # from `demo_figures`
                     )->str:
     "The summary page: every figure, then the pictures, then the stage times"
     d, inf = fig['dataset'], fig['inference']
-    L = ['# moe_router demo', '', f"`moe-router-demo --out {out} --seed {seed}` on the tiny backbone (CPU).", '',
+    acc = lambda r: fmt_rate(r['correct'], r['total']) if r.get('total') else _pct(r['accuracy'])
+    names = list(fig['routers'])
+    L = ['# moe_router demo', '', f"`{fig.get('command') or f'moe-router-demo --out {out} --seed {seed}'}` reproduces this run.", '',
          '## Data', '', f"Routing dataset: {d['samples']['train']} train, {d['samples']['val']} val, {d['samples']['eval']} test samples; "
          f"{d['ocr']} synthetic OCR samples of which {d['hard_pairs']} are hard pairs. Labels: "
          + ', '.join(f"`{k}` {v}" for k, v in d['labels'].items()) + '.', '',
          '## Routers on the test split', '', '| router | kind | accuracy | without the screenshot | macro F1 | hard pairs | expected share of right actions | oracle |',
          '|---|---|---|---|---|---|---|---|']
-    L += [f"| {n} | {r['kind']} | {_pct(r['accuracy'])} | {_pct(r.get('text_only_accuracy'))} | {r['macro_f1']:.3f} | {_pct(r['hard_pair_accuracy'])} | {_pct(r['expected_action_ok'])} | {_pct(r['oracle_action_ok'])} |"
+    L += [f"| {n} | {r['kind']} | {acc(r)} | {_pct(r.get('text_only_accuracy'))} | {r['macro_f1']:.3f} | {_pct(r['hard_pair_accuracy'])} | {_pct(r['expected_action_ok'])} | {_pct(r['oracle_action_ok'])} |"
           for n, r in fig['routers'].items()]
-    L += ['', '## Stacked inference', '', f"Router `{fig['inference_router']}`, {inf['n']} test requests: routing accuracy "
-          f"{_pct(inf['routing_accuracy'])}, tool-call parse rate {_pct(inf['parse_rate'])}, right action {_pct(inf['action_accuracy'])}, "
-          f"coordinate within tolerance {_pct(inf['coord_accuracy'])}, fallback {_pct(inf['fallback_rate'])}.", '',
+    L += ['', 'Beyond noise? McNemar\'s exact test on the paired outcomes of each pair:', '']
+    L += [f"- {r['a']} vs {r['b']}: {r['verdict']}" for r in fig.get('paired') or []] or ['- (one router: nothing to pair)']
+    n, q = inf['n'], lambda v: fmt_rate(round(v*inf['n']), inf['n']) if v is not None else 'n/a'
+    cap = fig.get('inference_cap')
+    L += ['', '## Stacked inference', '', f"Router `{fig['inference_router']}`, {n} test requests"
+          + (f" (capped at {cap} of the {d['samples']['eval']} test requests by the demo's `infer_samples`)" if cap is not None and cap < d['samples']['eval'] else '')
+          + f": routing accuracy {q(inf['routing_accuracy'])}, tool-call parse rate {q(inf['parse_rate'])}, right action {q(inf['action_accuracy'])}, "
+          f"coordinate within tolerance {q(inf['coord_accuracy'])}, fallback {q(inf['fallback_rate'])}.", '',
           '## Pictures', '', '- [confusion matrix](eval/confusion.png)', '- [reliability](eval/reliability.png)',
-          '- [coverage vs accuracy](eval/coverage.png)', '- [misroute cost](eval/cost.png)', '- [full report](eval/report.html)', '',
+          '- [coverage vs accuracy](eval/coverage.png)', '- [misroute cost](eval/cost.png)', '- [full report](eval/report.html)'] + [f"- [{n}'s report](eval/compare/{n}/report.html)" for n in names[1:]] + ['',
           '![confusion](eval/confusion.png)', '', '## Wall time', '', '| stage | seconds |', '|---|---|']
     L += [f"| {k} | {v:.1f} |" for k, v in times.items()] + [f"| **total** | **{sum(times.values()):.1f}** |", '']
     return '\n'.join(L)
@@ -287,6 +296,14 @@ def finish_demo(out:Path,     # the run directory
     log(f"\nDemo finished in {res['total_secs']:.1f} s. Summary: {out/'summary.md'}")
     return res
 
+# %% ../nbs/06_demo.ipynb #eb5d06b5
+def demo_command(out, seed:int, scale:str, model:str, stages, overrides:dict)->str:
+    "The `moe-router-demo` command line that reproduces a run (a library call when sizes were overridden)"
+    cmd = f"moe-router-demo --out {out} --seed {seed}" + (' --quick' if scale == 'quick' else '') \
+          + (f" --model {model} --backend modal" if stages is not None else '')
+    if overrides: cmd = f"run_demo({str(out)!r}, seed={seed}, scale={scale!r}, " + ', '.join(f"{k}={v!r}" for k, v in overrides.items()) + ')'
+    return cmd
+
 # %% ../nbs/06_demo.ipynb #f4320297
 def run_demo(out:str|Path='runs/demo', # run directory
              seed:int=0,               # seed of every stage
@@ -305,4 +322,5 @@ def run_demo(out:str|Path='runs/demo', # run directory
         if stages is None: figures = demo_stages(experts, ds, out, sizes, seed, model, times, log, progress)
         else: figures = stages(experts, ds, out, sizes, seed, model, times, log)
     except BaseException: write_manifest(out); raise   # failed or interrupted: what it wrote is still its own to replace
+    figures = dict(figures, command=demo_command(out, seed, scale, model, stages, {k: v for k, v in sizes.items() if demo_sizes(scale).get(k) != v}), inference_cap=sizes['infer_samples'])
     return finish_demo(out, figures, times, seed, t0, log)
