@@ -80,7 +80,7 @@ def read_expert(expert_dir:str|Path, # expert dataset directory (`train.jsonl`, 
 
 
 # %% ../nbs/03b_experts.ipynb #9e90f4a8
-TASK_RECIPE = dict(max_steps=300, lr=1e-2, r=16, alpha=32, dropout=0.0, batch_size=4)   # reaches the goals on the tiny backbone (see below)
+TASK_RECIPE = dict(max_steps=300, lr=1e-2, r=16, alpha=32, dropout=0.0, batch_size=4, scheduler='cosine')   # reaches the goals on the tiny backbone (see below)
 
 def train_task_lora(expert_dataset_dir:str, # expert dataset directory
                     out:str,                # run directory; the adapter goes to `{out}/final/`
@@ -94,6 +94,7 @@ def train_task_lora(expert_dataset_dir:str, # expert dataset directory
                     backbone:tuple=None,    # an already loaded (model, processor); not modified
                     seed:int=0,             # random seed
                     progress:bool=False,    # progress bar
+                    scheduler:str=TASK_RECIPE['scheduler'], # learning-rate schedule
                     exclude:set=None,       # record ids not to train on (the routing test split's, which score the expert)
                    )->dict:                 # path and metrics
     "Train a task LoRA (screenshot + instruction -> tool call) on an expert dataset; the recipe goes into `task.json`"
@@ -103,8 +104,8 @@ def train_task_lora(expert_dataset_dir:str, # expert dataset directory
     enc = lambda p, rs: encode_task(p, rs, completions=[x['answer'] + p.tokenizer.eos_token for x in rs])
     torch.manual_seed(seed)
     pm, res = sft_lora(m, proc, rows, None, enc, Path(out), lora_config(r, alpha, dropout), max_steps=max_steps,
-                       batch_size=batch_size, lr=lr, seed=seed, progress=progress)
-    recipe = dict(max_steps=max_steps, lr=lr, r=r, alpha=alpha, dropout=dropout, batch_size=batch_size, seed=seed,
+                       batch_size=batch_size, lr=lr, seed=seed, progress=progress, scheduler=scheduler)
+    recipe = dict(max_steps=max_steps, lr=lr, r=r, alpha=alpha, dropout=dropout, batch_size=batch_size, scheduler=scheduler, seed=seed,
                   loss='next-token cross-entropy on the answer tokens', base='the backbone as built (no shared tuning)',
                   excluded_records=len(exclude or ()))
     info = dict(kind='task', adapter=name, base_model_id=m.name_or_path, backbone=backbone_fingerprint(m),
