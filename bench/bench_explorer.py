@@ -3,9 +3,9 @@ render one confusion cell of 500 samples with thumbnails.
 
 The evaluation is synthetic: 4 labels, 10,000 samples, screenshots of the synthetic experts' sizes
 (578x426 claim forms, 225x208 calendars) written as PNG; the 500 samples of the measured cell each have their own
-screenshot, the others share 400. The run directory is written by `RouterEval.save`, as `moe-router-eval --out`
+screenshot, the others share 400. The run directory is written by `explore.save_run`, as `moe-router-eval --out`
 writes it: router-eval.json, the figures, report.html and the thumbnail cache thumbs.npz. Figures:
-- save: `RouterEval.save` without and with thumbs.npz; the difference is what the cache costs at save time;
+- save: `explore.save_run` without and with thumbs.npz; the difference is what the cache costs at save time;
 - open: `Explorer.from_dir` (read router-eval.json, rebuild the RouterEval and its metrics, find every screenshot);
 - cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz);
 - cell, first render without thumbs.npz: a run saved without it (every screenshot decoded in ThumbCache's thread
@@ -19,7 +19,8 @@ import json, shutil, statistics, tempfile, time
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from moe_router.evaluate import RouterEval, Explorer, cell_html, ThumbCache, THUMBS, read_thumbs
+from moe_router.evaluate import RouterEval
+from moe_router.explore import Explorer, cell_html, ThumbCache, THUMBS, read_thumbs, save_run
 
 HERE = Path(__file__).resolve().parent
 N, CELL, SHARED = 10_000, 500, 400
@@ -60,8 +61,8 @@ def main():
     root = Path(tempfile.mkdtemp(prefix='bench-explorer-'))
     t_build, ev = timed(lambda: build(root))
     out, bare = root/'eval', root/'eval-no-thumbs'
-    t_bare, _ = timed(lambda: ev.save(bare, thumbs=False))          # a run saved without the cache
-    t_save, _ = timed(lambda: ev.save(out))                         # what moe-router-eval --out writes
+    t_bare, _ = timed(lambda: save_run(ev, bare, thumbs=False))          # a run saved without the cache
+    t_save, _ = timed(lambda: save_run(ev, out))                       # what moe-router-eval --out writes
     n_thumbs, mb = len(read_thumbs(out/THUMBS)), (out/THUMBS).stat().st_size/2**20
     opens = []
     for _ in range(3):
@@ -88,7 +89,7 @@ def main():
     print(f"\nExplorer on a saved run of {N:,} samples; one cell of {CELL} samples with 128-px thumbnails "
           f"(synthetic data written in {t_build:.0f} s)\n")
     print('| figure | value | baseline | ratio | goal |\n|---|---|---|---|---|')
-    print(f"| save (`RouterEval.save`: json, figures, report, {n_thumbs} thumbnails in thumbs.npz, {mb:.1f} MiB) | {t_save*1000:.0f} ms "
+    print(f"| save (`save_run`: json, figures, report, {n_thumbs} thumbnails in thumbs.npz, {mb:.1f} MiB) | {t_save*1000:.0f} ms "
           f"| {t_bare*1000:.0f} ms (`thumbs=False`) | cache costs {(t_save - t_bare)*1000:+.0f} ms | – |")
     print(f"| open (`Explorer.from_dir`, median of 3) | {o*1000:.0f} ms | – | {o/2:.2f} of goal | < 2 s |")
     print(f"| cell, first render (thumbnails from thumbs.npz) | {t_cold*1000:.0f} ms | {t_plain*1000:.0f} ms (plain `cell_html`, one thread) "

@@ -79,7 +79,8 @@ def tiny_corpus()->list:
     except Exception: synth = None
     if synth is not None:
         for name in sorted(vars(synth)):
-            if name.isupper() and isinstance(getattr(synth, name), (list, tuple, dict)): texts += list(_strings(getattr(synth, name)))
+            if name.isupper() and not name.startswith('TOY_') and isinstance(getattr(synth, name), (list, tuple, dict)):
+                texts += list(_strings(getattr(synth, name)))   # domain text; the lessons' TOY_ fixtures are not
     return texts
 
 # %% ../nbs/03a_backbone.ipynb #6b8f2fb1

@@ -225,7 +225,7 @@ def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` o
              labels:str=None,            # an original router LoRA (no router.json): adapter names in label order, comma-separated
              answer_format:str='auto'):  # an original router LoRA's answer: digit, name or auto
     "Evaluate a router on a routing dataset split: metrics, confusion, calibration, pictures and an HTML report"
-    from moe_router.evaluate import run_eval, summary_text
+    from moe_router.explore import run_eval, summary_text
     from moe_router.infer import stack_base
     try:
         if not router or not dataset_dir: raise ConfigError("both --router and --dataset-dir are required")

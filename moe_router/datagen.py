@@ -10,12 +10,14 @@ __all__ = ['SPLITS', 'DOMAIN_ACTIONS', 'MAX_INSTRUCTION_TOKENS', 'RULE', 'LATEST
            'record_image', 'image_in_dataset', 'to_routing_sample', 'shared_fixture', 'ExpertSource', 'check_length',
            'iter_expert', 'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr', 'expert_sources', 'read_experts',
            'make_splits', 'dataset_metadata', 'write_routing_dataset', 'build_routing_dataset', 'update_latest',
-           'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets']
+           'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets',
+           'gold_labels']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, json, math, os, random, re, shutil, sys, tempfile
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+import numpy as np
 from tqdm.auto import tqdm
 import moe_router
 from .config import (ConfigError, DatasetError, iter_jsonl, jsonl_lines, atomic_dir, check_out, write_jsonl, atomic_write_json,
@@ -663,3 +665,20 @@ def verify_expert_datasets(experts:dict, # `{adapter: JSONL file or dataset dire
         except DatasetError as e: bad.append(str(e))
     if bad: raise DatasetError(f"{len(bad)} expert dataset(s) missing:\n  " + '\n  '.join(bad))
     return res
+
+# %% ../nbs/01_datagen.ipynb #07ae06cc
+def gold_labels(samples:list,           # routing samples with `adapter` (and usually `label`)
+                labels:list,            # adapter names in label order
+                where:str='samples',    # the samples' origin, for messages
+               )->np.ndarray:           # integer gold labels
+    "Gold label indices of routing samples, checked against the label names"
+    res = []
+    for i, s in enumerate(samples):
+        a, l = s.get('adapter'), s.get('label')
+        if a is None and isinstance(l, int) and 0 <= l < len(labels): a = labels[l]
+        if a not in labels:
+            raise DatasetError(f"{where}: sample {i} ({s.get('source_id')}): adapter {a!r} is not one of the router's labels {list(labels)}")
+        if l is not None and l != labels.index(a):
+            raise DatasetError(f"{where}: sample {i} ({s.get('source_id')}): label {l} but adapter {a!r} is label {labels.index(a)} in {list(labels)}")
+        res.append(labels.index(a))
+    return np.array(res, dtype=int)

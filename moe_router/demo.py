@@ -22,7 +22,8 @@ from .datagen import build_routing_dataset, load_split
 from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate
-from .evaluate import run_eval, expert_domain_accuracy, end_to_end, cost_figure, score_outputs
+from .explore import run_eval
+from .cost import expert_domain_accuracy, end_to_end, cost_figure, score_outputs
 from .infer import StackedPipeline, run_dataset, dataset_report
 
 # %% ../nbs/06_demo.ipynb #61d33de6

@@ -14,7 +14,8 @@ __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_
            'read_router_json', 'router_info', 'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config',
            'index_dataset', 'ListCollator', 'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name',
            'generate_names', 'save_adapter', 'train_router_lora', 'using_adapter', 'LoraRouter', 'load_lora_router',
-           'metadata_labels', 'original_labels', 'original_lora_info', 'answer_mass', 'choose_answer_format']
+           'metadata_labels', 'original_labels', 'original_lora_info', 'answer_mass', 'choose_answer_format',
+           'TfidfRouter']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 import moe_router
 from .config import (ConfigError, DatasetError, load_registry, check_label_map, env_settings, atomic_write_bytes,
                                atomic_write_json, atomic_dir, read_jsonl)
-from .datagen import read_routing
+from .datagen import read_routing, gold_labels
 from .backbone import (load_backbone, backbone_fingerprint, quiet_hf, encode_router, answer_text, encode_chat,
                                  sample_image, greedy_generate, router_messages, router_system_prompt, PROMPT_VERSION, vl_model)
 
@@ -960,3 +961,33 @@ def choose_answer_format(router:LoraRouter,  # a loaded router LoRA
     if log: log(f"answer format: {form} (auto: probability mass {mass} on {len(samples)} "
                 f"{'validation samples' if samples is not PROBE else 'probe prompt'})")
     return form
+
+# %% ../nbs/03_train_modal.ipynb #1fa6eebb
+class TfidfRouter:
+    "TF-IDF + logistic regression on the instruction text only: what a router gets without looking"
+    kind = 'baseline'
+    def __init__(self, labels:list,    # adapter names in label order
+                 C:float=10.0,         # inverse regularisation strength
+                 ngram_range=(1, 2),   # word n-grams
+                 name:str='tfidf'):    # display name
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        self.labels, self.name = list(labels), name
+        self.pipe = make_pipeline(TfidfVectorizer(ngram_range=ngram_range, sublinear_tf=True),
+                                  LogisticRegression(C=C, max_iter=2000))
+
+    def fit(self, samples:list, where:str='train samples'):
+        "Train on routing samples' `text`"
+        y = gold_labels(samples, self.labels, where)
+        if len(set(y)) < 2: raise DatasetError(f"{where}: the baseline needs at least two classes, found {sorted({self.labels[i] for i in y})}")
+        self.pipe.fit([s['text'] for s in samples], y)
+        return self
+
+    def __call__(self, samples:list)->np.ndarray:
+        "Probabilities over all labels (zero for labels absent from training)"
+        p = self.pipe.predict_proba([s['text'] for s in samples])
+        out = np.zeros((len(samples), len(self.labels))); out[:, self.pipe.classes_] = p
+        return out
+
+    def __repr__(self): return f"TfidfRouter({self.labels})"

@@ -11,18 +11,20 @@ __all__ = ['SYSTEM_PROMPTS', 'CAL_SIZE', 'WEEKDAYS', 'CLAIM_SIZE', 'PROVIDERS', 
            'LOOKALIKE_LISTS', 'PROVIDER_TEMPLATES', 'SCENES', 'EXPERTS', 'DESKTOP', 'ORDINALS', 'SHARED_SKILLS',
            'WEEK_TEMPLATES', 'CAL_KEYS', 'NOTES', 'NOTE_TEMPLATES', 'PICK_TEMPLATES', 'PROVIDER_KEYS',
            'FILTER_TEMPLATES', 'TASK_SETS', 'SHARED_TEMPLATES', 'SHARED_POOL', 'THEMES', 'OCR_PROMPTS', 'OCR_REGIONS',
-           'OCR_FIELDS', 'to_ru', 'tool_call', 'expert_record', 'font', 'text', 'center', 'text_c', 'button', 'field',
-           'render_calendar', 'claim_state', 'draw_claim_header', 'draw_procedures', 'draw_claim_footer',
-           'draw_dropdown', 'render_claim', 'calendar_scene', 'claim_scene', 'provider_scene', 'jitter_screen',
-           'shared_skill', 'cal_cell', 'calendar_skill', 'claim_skill', 'provider_skill', 'skill_task', 'check_frac',
-           'expert_records', 'write_expert_dataset', 'make_synthetic_experts', 'claimhawk_sample', 'shared_task',
-           'vary_screen', 'ocr_prompt', 'ocr_samples', 'instruction_pairs', 'hard_pairs']
+           'OCR_FIELDS', 'TOY_LABELS', 'TOY_TEXTS', 'TOY_KEYS', 'to_ru', 'tool_call', 'expert_record', 'font', 'text',
+           'center', 'text_c', 'button', 'field', 'render_calendar', 'claim_state', 'draw_claim_header',
+           'draw_procedures', 'draw_claim_footer', 'draw_dropdown', 'render_claim', 'calendar_scene', 'claim_scene',
+           'provider_scene', 'jitter_screen', 'shared_skill', 'cal_cell', 'calendar_skill', 'claim_skill',
+           'provider_skill', 'skill_task', 'check_frac', 'expert_records', 'write_expert_dataset',
+           'make_synthetic_experts', 'claimhawk_sample', 'shared_task', 'vary_screen', 'ocr_prompt', 'ocr_samples',
+           'instruction_pairs', 'hard_pairs', 'toy_split', 'keyword_probs']
 
 # %% ../nbs/02_ocr_synth.ipynb #bf905c23
-import calendar as _cal, json, random, sys
+import calendar as _cal, json, random, sys, zlib
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
+import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 from .datagen import DOMAIN_ACTIONS
 from .config import atomic_dir, write_jsonl, read_jsonl, load_registry, DatasetError, ConfigError
@@ -804,3 +806,49 @@ def hard_pairs(expert_samples:list, # expert routing samples whose screenshots t
                                label, adapter, pair_id=src['source_id']))
     instruction_pairs(expert_samples)
     return res
+
+# %% ../nbs/02_ocr_synth.ipynb #8bfee91d
+TOY_LABELS = ['calendar', 'claim-window', 'provider-select', 'ocr']
+TOY_TEXTS = {
+    'calendar': ['Click December {n} in the calendar', 'Select day {n} of next month', 'Open the date {n} in the calendar view',
+                 'Click the {n}th in the date picker'],
+    'claim-window': ['Edit the claim window date field', 'Scroll down the claim form', 'Set the billing provider field on claim {n}',
+                     'Change the rendering provider on claim {n}', 'Click the save button on claim {n}'],
+    'provider-select': ['Select provider {n} from the dropdown', 'Choose Dr. Smith {n} in the provider list', 'Open the provider dropdown'],
+    'ocr': ['Read the text in the header', 'What does line {n} say?', 'Transcribe the claim number shown', 'Read the date shown in the calendar'],
+}
+
+def toy_split(root:str|Path, # where the screenshots go (`root/{expert}/images/`)
+              n:int=12,      # samples per expert
+              seed:int=0,    # instruction draw
+             )->list:        # routing samples with `image_path` and gold `answer`
+    "A small hand-written routing split with screenshots on disk, for lessons and tests of evaluation"
+    rng, samples = random.Random(seed), []
+    for label, name in enumerate(TOY_LABELS):
+        (Path(root)/name/'images').mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shot = TOY_LABELS[i % 3] if name == 'ocr' else name   # OCR prompts are asked about every kind of screen
+            img = f'{name}/images/{name}_{i:03d}.png'
+            SCENES[shot](random.Random(i))[0].resize((160, 100)).save(Path(root)/img)
+            text = rng.choice(TOY_TEXTS[name]).format(n=i+1)
+            answer = None if name == 'ocr' else tool_call('left_click', [120 + 61*i % 760, 200 + 37*label*i % 600])
+            samples.append(dict(text=text, label=label, adapter=name, source_id=f'{name}_{i:03d}', image=img,
+                                image_path=str(Path(root)/img), source_dataset=shot, kind='ocr' if name == 'ocr' else 'expert',
+                                pair_id=None, answer=answer))
+    return samples
+
+# %% ../nbs/02_ocr_synth.ipynb #b9811a1f
+TOY_KEYS = {'calendar': dict(calendar=1, day=1, date=1, december=1, picker=1), 'claim-window': dict(claim=1, field=1, form=1, save=1, scroll=1),
+            'provider-select': dict(provider=2.5, dropdown=1, list=1, **{'dr.': 1}), 'ocr': dict(read=1, what=1, say=1, transcribe=1, shown=1)}
+
+def keyword_probs(samples:list,            # routing samples with `text`
+                  keys:dict|None=None,     # `{label: {keyword: weight}}`, default `TOY_KEYS`
+                  labels:list|None=None,   # label order, default `TOY_LABELS`
+                  temp:float=0.5,          # softmax temperature
+                 )->np.ndarray:            # `(n, k)` probabilities
+    "Weighted keyword-count logits, softmaxed: a deterministic stand-in for a trained router"
+    keys, labels = keys or TOY_KEYS, labels or TOY_LABELS
+    logits = np.array([[sum(w for k, w in keys[l].items() if k in s['text'].lower()) for l in labels] for s in samples], float)
+    logits += np.array([[0.1*((zlib.crc32(s['text'].encode()) + i) % 7 == 0) for i in range(len(labels))] for s in samples])
+    z = np.exp((logits - logits.max(1, keepdims=True))/temp)
+    return z/z.sum(1, keepdims=True)

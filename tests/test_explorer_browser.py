@@ -28,7 +28,8 @@ def free_port()->int:
 
 def saved_run(out:Path)->dict:
     "Write a two-router evaluation of 24 samples with PNG screenshots; return the expected cell sizes of `head`"
-    from moe_router.evaluate import RouterEval, write_comparison
+    from moe_router.evaluate import RouterEval
+    from moe_router.explore import write_comparison, save_run
     samples = []
     for li, name in enumerate(LABELS):
         for i in range(8):
@@ -48,7 +49,7 @@ def saved_run(out:Path)->dict:
     head = RouterEval(LABELS, samples, probs(head_wrong), name='head', kind='head', info=info)
     lora = RouterEval(LABELS, samples, probs({'calendar_5': 'ocr', 'ocr_0': 'claim-window'}), name='lora', kind='lora', info=info)
     write_comparison(out, head, {'lora': lora}, {})
-    head.save(out)
+    save_run(head, out)
     return {('claim-window', 'calendar'): 3, ('ocr', 'claim-window'): 2}
 
 @pytest.fixture(scope='module')
