@@ -7,8 +7,9 @@ Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'OCR_NA', 'DEMO_MARKER', 'DEMO_ENTRIES', 'demo_sizes', 'stage', 'demo_data', 'demo_routers',
            'demo_task_loras', 'wilson', 'cost_intervals', 'demo_costm', 'demo_eval', 'best_router', 'cost_requests',
-           'route_plans', 'measure_plans', 'demo_infer', 'hard_pair_accuracy', 'expert_figures', 'router_figures',
-           'demo_figures', 'expert_lines', 'summary_markdown', 'prepare_out', 'demo_stages', 'finish_demo', 'run_demo']
+           'route_plans', 'measure_plans', 'misroute_cases', 'write_cost_view', 'demo_infer', 'hard_pair_accuracy',
+           'expert_figures', 'router_figures', 'demo_figures', 'expert_lines', 'summary_markdown', 'prepare_out',
+           'demo_stages', 'finish_demo', 'run_demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
 import copy, json, os, re, shutil, sys, time
@@ -23,13 +24,13 @@ from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate
 from .explore import run_eval
-from .cost import expert_domain_accuracy, end_to_end, cost_figure, score_outputs
+from .cost import expert_domain_accuracy, end_to_end, cost_figure, score_outputs, cost_view_html
 from .infer import StackedPipeline, run_dataset, dataset_report
 
 # %% ../nbs/06_demo.ipynb #61d33de6
 SCALES = dict(
     full=dict(per_expert=120, ambiguous_frac=0.5, train_samples=80, eval_samples=20, ocr_samples=80, head_epochs=60,
-              lora_steps=160, lora_eval_steps=80, task_steps=300, task_lr=5e-3, task_r=16, cost_per_domain=20, infer_samples=None,
+              lora_steps=160, lora_eval_steps=80, task_steps=300, task_lr=2e-3, task_r=32, cost_per_domain=20, infer_samples=None,
               max_new_tokens=64),
     quick=dict(per_expert=16, ambiguous_frac=0.5, train_samples=8, eval_samples=4, ocr_samples=8, head_epochs=20,
                lora_steps=24, lora_eval_steps=12, task_steps=4, task_lr=1e-2, task_r=8, cost_per_domain=2, infer_samples=8, max_new_tokens=24))
@@ -169,8 +170,8 @@ def route_plans(ev:dict, reqs:list)->dict:
         plans[n] = [pred[s['source_id']] for s in reqs]
     return dict(plans, oracle=[s['adapter'] for s in reqs])
 
-def measure_plans(pipe, reqs:list, plans:dict, tol:float=50, batch_size:int=8)->dict:
-    "Each plan through the stacked pipeline (expert forced per request; each distinct request–expert pair answered once): n, parse, action, coord"
+def measure_plans(pipe, reqs:list, plans:dict, tol:float=50, batch_size:int=8)->tuple:
+    "Each plan through the stacked pipeline, experts forced (each distinct request–expert pair answered once): scores per plan, and the answers"
     pairs = sorted({(i, x) for p in plans.values() for i, x in enumerate(p)})
     ans = {}
     for k in range(0, len(pairs), batch_size):
@@ -183,10 +184,25 @@ def measure_plans(pipe, reqs:list, plans:dict, tol:float=50, batch_size:int=8)->
         out[n] = dict(n=len(sc), **{k: round(float(np.mean([r[f] for r in sc])), 4) if sc else None
                                     for k, f in (('parse', 'parsed'), ('action', 'action_ok'), ('coord', 'coord_ok'))})
         out[n]['action_ci'] = wilson(sum(r['action_ok'] for r in sc), len(sc))
-    return out
+    return out, ans
+
+def misroute_cases(reqs:list, plan:list, ans:dict)->dict:
+    "`{(gold, routed_to): [(image_path, gold answer, answer, instruction), ...]}` of one plan's misrouted requests"
+    cases = {}
+    for i, (s, x) in enumerate(zip(reqs, plan)):
+        if x != s['adapter']: cases.setdefault((s['adapter'], x), []).append((s.get('image_path'), s['answer'], ans[(i, x)], s['text']))
+    return cases
 
 
 # %% ../nbs/06_demo.ipynb #8f46e2e5
+def write_cost_view(d:Path, ev:dict, reqs:list, plans:dict, ans:dict)->Path:
+    "`cost.html`: every router's cost view with its misrouted requests drawn; the main router's also goes into `report.html`"
+    secs = {n: cost_view_html(ev['e2e'][n], misroute_cases(reqs, plans[n], ans)) for n in ev['evals'] if n in ev['e2e']}
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Misroute cost</title></head><body style='font-family:sans-serif'>{''.join(secs.values())}</body></html>"
+    rep, main = d/'report.html', ev['main'].name
+    if rep.is_file() and main in secs: atomic_write_text(rep, rep.read_text().replace('</body></html>', secs[main] + '</body></html>'))
+    return atomic_write_text(d/'cost.html', page)
+
 def demo_infer(ds:Path,          # routing dataset directory
                out:Path,         # the demo's run directory
                router:str,       # router checkpoint for the pipeline
@@ -201,7 +217,8 @@ def demo_infer(ds:Path,          # routing dataset directory
     m = run_dataset(pipe, ds, 'test', max_samples=sizes['infer_samples'], progress=progress)
     if ev is not None and 'na' not in ev['costm']:
         reqs = cost_requests(load_split(ds, 'test')[0], ev['costm'])
-        m['measured'] = measure_plans(pipe, reqs, route_plans(ev, reqs))
+        plans = route_plans(ev, reqs); m['measured'], ans = measure_plans(pipe, reqs, plans)
+        write_cost_view(out/'eval', ev, reqs, plans, ans)
     (out/'infer').mkdir(exist_ok=True)
     atomic_write_json(out/'infer'/'metrics.json', {k: v for k, v in m.items() if k != 'predictions'})
     atomic_write_text(out/'infer'/'predictions.jsonl', ''.join(json.dumps(p)+'\n' for p in m['predictions']))
@@ -302,7 +319,7 @@ def summary_markdown(fig:dict,    # from `demo_figures`
           f"{_pct(inf['routing_accuracy'])}, tool-call parse rate {_pct(inf['parse_rate'])}, right action {_pct(inf['action_accuracy'])}, "
           f"coordinate within tolerance {_pct(inf['coord_accuracy'])}, fallback {_pct(inf['fallback_rate'])}.", '',
           '## Pictures', '', '- [confusion matrix](eval/confusion.png)', '- [reliability](eval/reliability.png)',
-          '- [coverage vs accuracy](eval/coverage.png)', '- [misroute cost](eval/cost.png)', '- [full report](eval/report.html)', '',
+          '- [coverage vs accuracy](eval/coverage.png)', '- [misroute cost](eval/cost.png)', '- [misroutes ranked by cost, clicks drawn](eval/cost.html)', '- [full report](eval/report.html)', '',
           '![confusion](eval/confusion.png)', '', '## Wall time', '', '| stage | seconds |', '|---|---|']
     L += [f"| {k} | {v:.1f} |" for k, v in times.items()] + [f"| **total** | **{sum(times.values()):.1f}** |", '']
     return '\n'.join(L)

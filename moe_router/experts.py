@@ -80,7 +80,7 @@ def read_expert(expert_dir:str|Path, # expert dataset directory (`train.jsonl`, 
 
 
 # %% ../nbs/03b_experts.ipynb #9e90f4a8
-TASK_RECIPE = dict(max_steps=300, lr=1e-2, r=16, alpha=32, dropout=0.0, batch_size=4, scheduler='cosine')   # reaches the goals on the tiny backbone (see below)
+TASK_RECIPE = dict(max_steps=600, lr=2e-3, r=32, alpha=64, dropout=0.0, batch_size=4, scheduler='cosine')   # the tiny backbone's recipe (see below)
 
 def train_task_lora(expert_dataset_dir:str, # expert dataset directory
                     out:str,                # run directory; the adapter goes to `{out}/final/`
