@@ -26,7 +26,6 @@ from functools import lru_cache
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
-from .datagen import DOMAIN_ACTIONS
 from .config import atomic_dir, write_jsonl, read_jsonl, load_registry, DatasetError, ConfigError
 
 # %% ../nbs/02_ocr_synth.ipynb #6619efdb
