@@ -234,7 +234,7 @@ def to_routing_sample(rec:dict,     # one expert record
     if not text: raise RecordError('conversations[human].value', 'empty instruction')
     if not (isinstance(gpt, str) and gpt.strip()) and adapter != 'ocr':   # only OCR samples may come without an answer
         raise RecordError('conversations[gpt]', "no gpt answer (from 'gpt' or role 'assistant'); an expert record needs its tool call")
-    if isinstance(gpt, str) and gpt.strip(): check_gold(gpt, adapter)
+    if isinstance(gpt, str) and gpt.strip(): check_gold(gpt)   # a tool call on the 0–1000 scale; actions are the expert's business
     sid = rec.get('id')
     return {'text': text, 'label': label, 'adapter': adapter,
             'source_id': str(sid) if sid is not None else f'{dataset}:{lineno}',
