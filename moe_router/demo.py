@@ -7,9 +7,9 @@ Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'OCR_NA', 'DEMO_MARKER', 'DEMO_ENTRIES', 'demo_sizes', 'stage', 'demo_data', 'demo_routers',
            'demo_task_loras', 'wilson', 'cost_intervals', 'demo_costm', 'demo_eval', 'best_router', 'cost_requests',
-           'route_plans', 'measure_plans', 'misroute_cases', 'write_cost_view', 'demo_infer', 'hard_pair_accuracy',
-           'expert_figures', 'router_figures', 'demo_figures', 'expert_lines', 'summary_markdown', 'prepare_out',
-           'demo_stages', 'finish_demo', 'run_demo']
+           'route_plans', 'measure_plans', 'misroute_cases', 'predicted_measured_html', 'write_cost_view', 'demo_infer',
+           'hard_pair_accuracy', 'expert_figures', 'router_figures', 'demo_figures', 'expert_lines', 'summary_markdown',
+           'prepare_out', 'demo_stages', 'finish_demo', 'run_demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
 import copy, json, os, re, shutil, sys, time
@@ -23,6 +23,7 @@ from .datagen import build_routing_dataset, load_split
 from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate
+from .evaluate import Table
 from .explore import run_eval
 from .cost import expert_domain_accuracy, end_to_end, cost_figure, score_outputs, cost_view_html
 from .infer import StackedPipeline, run_dataset, dataset_report
@@ -195,12 +196,20 @@ def misroute_cases(reqs:list, plan:list, ans:dict)->dict:
 
 
 # %% ../nbs/06_demo.ipynb #8f46e2e5
-def write_cost_view(d:Path, ev:dict, reqs:list, plans:dict, ans:dict)->Path:
-    "`cost.html`: every router's cost view with its misrouted requests drawn; the main router's also goes into `report.html`"
+def predicted_measured_html(ev:dict, measured:dict)->str:
+    "A table: each router's right-action share predicted from the matrix, measured through the stack, and the oracle's"
+    o = measured['oracle']
+    rows = [dict(router=n, predicted=ev['e2e'][n]['expected'], measured=measured[n]['action'], measured_ci=measured[n]['action_ci'],
+                 oracle=o['action'], n=measured[n]['n']) for n in ev['evals'] if n in measured and n in ev['e2e']]
+    return f"<h2>Right action end to end: predicted and measured</h2>{Table(rows)._repr_html_()}"
+
+def write_cost_view(d:Path, ev:dict, reqs:list, plans:dict, ans:dict, measured:dict)->Path:
+    "`cost.html`: predicted vs measured, and every router's cost view with its misrouted requests drawn; the main router's also goes into `report.html`"
     secs = {n: cost_view_html(ev['e2e'][n], misroute_cases(reqs, plans[n], ans)) for n in ev['evals'] if n in ev['e2e']}
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Misroute cost</title></head><body style='font-family:sans-serif'>{''.join(secs.values())}</body></html>"
+    head = predicted_measured_html(ev, measured)
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Misroute cost</title></head><body style='font-family:sans-serif'>{head}{''.join(secs.values())}</body></html>"
     rep, main = d/'report.html', ev['main'].name
-    if rep.is_file() and main in secs: atomic_write_text(rep, rep.read_text().replace('</body></html>', secs[main] + '</body></html>'))
+    if rep.is_file() and main in secs: atomic_write_text(rep, rep.read_text().replace('</body></html>', head + secs[main] + '</body></html>'))
     return atomic_write_text(d/'cost.html', page)
 
 def demo_infer(ds:Path,          # routing dataset directory
@@ -218,7 +227,7 @@ def demo_infer(ds:Path,          # routing dataset directory
     if ev is not None and 'na' not in ev['costm']:
         reqs = cost_requests(load_split(ds, 'test')[0], ev['costm'])
         plans = route_plans(ev, reqs); m['measured'], ans = measure_plans(pipe, reqs, plans)
-        write_cost_view(out/'eval', ev, reqs, plans, ans)
+        write_cost_view(out/'eval', ev, reqs, plans, ans, m['measured'])
     (out/'infer').mkdir(exist_ok=True)
     atomic_write_json(out/'infer'/'metrics.json', {k: v for k, v in m.items() if k != 'predictions'})
     atomic_write_text(out/'infer'/'predictions.jsonl', ''.join(json.dumps(p)+'\n' for p in m['predictions']))
