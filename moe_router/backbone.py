@@ -9,7 +9,7 @@ __all__ = ['TINY_VERSION', 'SPECIAL_TOKENS', 'ADDED_TOKENS', 'CHAT_TEMPLATE', 'T
            'PROMPT_VERSION', 'tiny_corpus', 'build_tokenizer', 'TinyQwen3VLProcessor', 'tiny_config', 'quiet_hf',
            'backbone_fingerprint', 'cache_root', 'tiny_path', 'build_tiny', 'check_model_id', 'load_backbone',
            'router_system_prompt', 'router_messages', 'sample_image', 'encode_chat', 'answer_text', 'encode_router',
-           'greedy_generate', 'vl_model', 'count_vision_calls', 'VisionCache', 'encode_chat_pixels']
+           'greedy_generate', 'vl_model', 'count_vision_calls', 'VisionCache', 'encode_chat_pixels', 'preprocess_image']
 
 # %% ../nbs/03a_backbone.ipynb #51eef681
 import hashlib, json, os, re, shutil, tempfile, warnings
@@ -228,9 +228,10 @@ def router_messages(text:str,          # the user's instruction
             {'role': 'user', 'content': content}]
 
 # %% ../nbs/03a_backbone.ipynb #aa28822a
-def sample_image(s:dict, # a routing sample (`image`, `image_path`)
+def sample_image(s:dict, # a routing sample (`image`, `image_path`), or a request with its `screenshot` decoded already
                 ):       # a PIL RGB image, or None for a text-only sample
     "The sample's screenshot, or None if it has none"
+    if s.get('screenshot') is not None: return s['screenshot'].convert('RGB')   # decoded earlier (e.g. while another request decoded)
     p = s.get('image_path')
     if p is None:
         if s.get('image'):
@@ -279,12 +280,16 @@ def answer_text(name:str,  # adapter name
     return name + processor.tokenizer.eos_token
 
 def encode_router(processor,          # the backbone's processor
-                  samples:list,       # routing samples (`text`, `image_path`)
+                  samples:list,       # routing samples (`text`, `image_path`), or requests with `pixels` preprocessed ahead
                   labels:list,        # adapter names in label order
                   completions:list=None, # optional answers (see `answer_text`)
                   max_length:int=None, # truncate text-only prompts to this many tokens
                  )->dict:             # batch of tensors
-    "Encode routing samples with the router prompt"
+    "Encode routing samples with the router prompt; screenshots preprocessed ahead (`pixels`) skip the image processor"
+    shown = [s.get('image_path') is not None or s.get('screenshot') is not None for s in samples]
+    if completions is None and any(shown) and all(s.get('pixels') is not None for s, h in zip(samples, shown) if h):
+        convs = [router_messages(s['text'], labels, h) for s, h in zip(samples, shown)]
+        return encode_chat_pixels(processor, convs, [s['pixels'] if h else None for s, h in zip(samples, shown)])
     images = [sample_image(s) for s in samples]
     convs = [router_messages(s['text'], labels, im is not None) for s, im in zip(samples, images)]
     return encode_chat(processor, convs, images, completions, max_length)
@@ -399,3 +404,11 @@ def encode_chat_pixels(processor,    # the backbone's processor
     have = [px for px in pixels if px is not None]
     if have: enc['pixel_values'], enc['image_grid_thw'] = torch.cat([p for p, _ in have]), torch.stack([g for _, g in have])
     return enc
+
+def preprocess_image(processor, # the backbone's processor
+                     image,     # a PIL screenshot
+                    )->tuple:   # (pixel rows, grid row), as `encode_chat_pixels` takes them
+    "The image processor's pass over one screenshot, done ahead of tokenizing its prompt (e.g. while another request decodes)"
+    out = processor.image_processor(images=[image], return_tensors='pt')
+    px = out['pixel_values']
+    return (px.pin_memory() if torch.cuda.is_available() else px), out['image_grid_thw'][0]

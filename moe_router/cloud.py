@@ -6,7 +6,7 @@ Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 
 # %% auto #0
 __all__ = ['GPU_PINS', 'GPU', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VOLUMES', 'data_vol', 'ckpt_vol', 'out_vol',
-           'hist_vol', 'ENV_KEYS', 'RULE60', 'caller_env', 'apply_env', 'volume_table', 'in_container',
+           'hist_vol', 'ENV_KEYS', 'RULE60', 'COMPILE_CACHE', 'caller_env', 'apply_env', 'volume_table', 'in_container',
            'commit_volumes', 'reload_volumes', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'find_latest_dataset',
            'verify_datasets', 'assemble_dataset', 'generate_routing_data', 'modal_train_router_head',
            'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard', 'router_train',
@@ -23,7 +23,7 @@ from .datagen import (build_routing_dataset, expert_paths, verify_expert_dataset
                                load_metadata, update_latest, LATEST_RE)
 from .routers import train_head, train_router_lora, ROUTER_DEFAULTS
 from .evaluate import evaluate_dir
-from .infer import StackedPipeline, InferenceService, run_dataset, dataset_report, infer_one
+from .infer import StackedPipeline, InferenceService, compile_cache_file, run_dataset, dataset_report, infer_one
 from .demo import demo_stages
 from .serve import make_app
 
@@ -279,6 +279,8 @@ def router_path(router:str='', routing_run:str='', root:str='/output')->str:
     "The router checkpoint: an explicit path, else `{root}/{routing_run}`, else `ROUTER_OUT`"
     return router or (f"{root}/{routing_run}" if routing_run else env_settings()['router_out'])
 
+COMPILE_CACHE = '/checkpoints/compile-cache'  # torch.compile's cache artifacts, one file per model, torch version and GPU
+
 @app.cls(gpu=GPU, image=serve_image, volumes=VOLUMES, timeout=3600, scaledown_window=300)
 class StackedInference:
     "The stacked pipeline on Modal: everything loaded once per container"
@@ -291,8 +293,12 @@ class StackedInference:
 
     @modal.enter()
     def load(self):
+        "Load the stack once per container, and warm the fast path before the first request (compile cache on the volume)"
         self.pipeline = StackedPipeline.load(self.loras or None, router_path(self.router, self.routing_run), self.model or None,
                                              threshold=float(self.threshold), fallback=self.fallback or None)
+        started = self.pipeline.start(compile_cache_file(COMPILE_CACHE, self.pipeline.base_id))
+        if started.get('cache_bytes'): ckpt_vol.commit()   # the next container loads this cache instead of compiling
+        print(f"stack started: {started}", flush=True)
         self.service = InferenceService(self.pipeline)
 
     @modal.method()
