@@ -40,7 +40,7 @@ def main():
           f"trained in {t_train:.0f} s\n")
     print('| expert | own parse | own action | own coordinate | misrouted action | goals met |\n|---|---|---|---|---|---|')
     for r in rows: print(f"| {r['expert']} | {r['parse']:.0%} | {r['action']:.0%} | {r['coord']:.0%} | {r['misrouted_action']:.0%} | {'yes' if r['met'] else 'no'} |")
-    print('\n| expert \\ domain (action / coordinate) | ' + ' | '.join(m['domains']) + ' |\n|---' * (len(m['domains'])+1) + '|')
+    print('\n| expert \\ domain (action / coordinate) | ' + ' | '.join(m['domains']) + ' |\n' + '|---' * (len(m['domains'])+1) + '|')
     for i, e in enumerate(m['experts']): print(f"| {e} | " + ' | '.join(f"{m['action'][i][k]:.0%} / {m['coord'][i][k]:.0%}" for k in range(len(m['domains']))) + ' |')
     out = Path(__file__).parent/'out'; out.mkdir(exist_ok=True)
     (out/'experts.json').write_text(json.dumps(dict(args=vars(a), rows=rows, matrix=m, train_secs=round(t_train, 1)), indent=1))
