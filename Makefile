@@ -30,7 +30,8 @@ docs: venv
 bench: venv
 	$(BIN)/python bench/run_all.py
 
-# JupyterLab on nbs/, on loopback (LAB_PORT=8888, or the next free port), printing the URL to open.
+# JupyterLab on lab/, a scratch workspace outside nbs/ (ignored by git: nothing there reaches the docs, the sidebar
+# or the tests), with a starter notebook on the latest run; on loopback (LAB_PORT=8888), printing the URL to open.
 lab: venv
 	$(BIN)/python tools/lab.py
 

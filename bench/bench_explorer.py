@@ -7,13 +7,19 @@ screenshot, the others share 400. The run directory is written by `explore.save_
 writes it: router-eval.json, the figures, report.html and the thumbnail cache thumbs.npz. Figures:
 - save: `explore.save_run` without and with thumbs.npz; the difference is what the cache costs at save time;
 - open: `Explorer.from_dir` (read router-eval.json, rebuild the RouterEval and its metrics, find every screenshot);
-- cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz);
+- cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz; the first 12
+  screenshots and a typical predicted one decoded at 480 px for the enlarged view, in the thread pool);
 - cell, first render without thumbs.npz: a run saved without it (every screenshot decoded in ThumbCache's thread
   pool, and the cache filled for next time), then the same run reopened;
 - cell, again: the same cell again, or sorted the other way (thumbnails in memory);
 - cell, one thread: the cold render with plain `cell_html` (no cache, no threads), the baseline.
 Goals: open < 2 s, a cell < 300 ms. Prints a markdown table and writes bench/out/explorer.json.
-Run: .venv/bin/python bench/bench_explorer.py
+
+`saliency` (gradient x input on the patch embeddings, `explore.saliency`) is timed on the CPU with the tiny backbone:
+a head trained on the shared-instruction synthetic experts, 8 test samples one at a time, against routing the same 8
+samples one at a time (a forward pass each): the ratio is what a backward pass through the backbone adds.
+Run: .venv/bin/python bench/bench_explorer.py            (everything)
+     .venv/bin/python bench/bench_explorer.py saliency   (saliency only, about a minute)
 """
 import json, shutil, statistics, tempfile, time
 from pathlib import Path
@@ -24,6 +30,7 @@ from moe_router.explore import Explorer, cell_html, ThumbCache, THUMBS, read_thu
 
 HERE = Path(__file__).resolve().parent
 N, CELL, SHARED = 10_000, 500, 400
+FULL = 12 + 1   # a cell's first 12 screenshots and a typical predicted screen, decoded at full size (480 px)
 LABELS = ['calendar', 'claim-window', 'provider-select', 'ocr']
 SIZES = {'calendar': (225, 208), 'claim-window': (578, 426), 'provider-select': (578, 426), 'ocr': (578, 426)}
 
@@ -69,14 +76,14 @@ def main():
         t, x = timed(lambda: Explorer.from_dir(out, limit=CELL)); opens.append(t)
     assert x.missing == {'head': 0} and len(x.ev.samples) == N
     t_cold, h = timed(lambda: x.cell_view('claim-window', 'provider-select'))
-    assert h.count('<tr>') == CELL + 1 and h.count('data:image/jpeg') == CELL
-    assert (x.thumbs.hits, x.thumbs.decoded) == (CELL, 0), (x.thumbs.hits, x.thumbs.decoded)
+    assert h.count('<tr>') == CELL + 1 and h.count("data:image/jpeg") == CELL + 2*12   # thumbnails; the first 12 rows open full size
+    assert (x.thumbs.hits, x.thumbs.decoded) == (CELL, FULL), (x.thumbs.hits, x.thumbs.decoded)
     xb = Explorer.from_dir(bare, limit=CELL)
     t_nocache, hb = timed(lambda: xb.cell_view('claim-window', 'provider-select'))
-    assert hb == h and (xb.thumbs.hits, xb.thumbs.decoded) == (0, CELL) and (bare/THUMBS).is_file()
+    assert hb == h and (xb.thumbs.hits, xb.thumbs.decoded) == (0, CELL + FULL) and (bare/THUMBS).is_file()
     xr = Explorer.from_dir(bare, limit=CELL)
     t_refill, _ = timed(lambda: xr.cell_view('claim-window', 'provider-select'))
-    assert xr.thumbs.decoded == 0
+    assert xr.thumbs.decoded == FULL
     warm = [timed(lambda: x.cell_view('claim-window', 'provider-select'))[0] for _ in range(5)]
     x.ascending = True; t_flip, _ = timed(lambda: x.cell_view('claim-window', 'provider-select'))
     t_plain, _ = timed(lambda: cell_html(x.ev, 'claim-window', 'provider-select', limit=CELL))
@@ -102,4 +109,29 @@ def main():
     print(f"| cell, sorted the other way (cached) | {t_flip*1000:.0f} ms | {t_plain*1000:.0f} ms | {t_plain/t_flip:.0f}x faster | < 300 ms |")
     print(f"\nwrote {HERE/'out'/'explorer.json'}")
 
-if __name__ == '__main__': main()
+def saliency_time(n:int=8)->dict:
+    "Seconds per sample of `explore.saliency` on the CPU (tiny backbone), against routing one sample"
+    import torch
+    from moe_router import synth, datagen
+    from moe_router.backbone import load_backbone
+    from moe_router.routers import train_head, load_router
+    from moe_router.explore import saliency
+    torch.set_num_threads(1); root = Path(tempfile.mkdtemp(prefix='bench-saliency-'))
+    ex = synth.make_synthetic_experts(root/'experts', per_expert=40, seed=0, ambiguous_frac=1.0)
+    ds = datagen.build_routing_dataset(ex, root/'routing', train_samples=20, eval_samples=n, seed=0, log=None)
+    model, processor = load_backbone('tiny')
+    head = train_head(ds, root/'head', backbone=(model, processor), epochs=20, progress=False, log=None)
+    r = load_router(head['path'], model=model, processor=processor); test = datagen.load_split(ds, 'test')[0][:n]
+    saliency(r, test[:1]); r(test[:1])                                    # warm up
+    t_sal, _ = timed(lambda: [saliency(r, [s]) for s in test])
+    t_fwd, _ = timed(lambda: [r([s]) for s in test])
+    shutil.rmtree(root, ignore_errors=True)
+    res = dict(samples=n, saliency_s_per_sample=t_sal/n, route_s_per_sample=t_fwd/n)
+    print(f"| saliency per sample (CPU, tiny backbone, 1 thread, n={n}) | {t_sal/n*1000:.0f} ms | {t_fwd/n*1000:.0f} ms "
+          f"(routing one sample) | {t_sal/t_fwd:.1f}x | – |")
+    return res
+
+if __name__ == '__main__':
+    import sys
+    if sys.argv[1:] == ['saliency']: saliency_time()
+    else: main(); saliency_time()

@@ -438,11 +438,12 @@ def main(argv=None):
     ap.add_argument('--shapes', choices=['tiny', '8b'], default='tiny', help='tiny: the CPU backbone; 8b: Qwen3-VL-8B shapes on one GPU')
     ap.add_argument('--out', default='bench/out/gpu-tiny', help='directory for gpu-<shapes>-<device>.json')
     ap.add_argument('--work', default=None, help='where the random model is saved (default: a temporary directory, removed afterwards)')
-    ap.add_argument('--budget', type=float, default=None, help='seconds for the whole run; later sections are skipped (default 400 at 8b)')
+    ap.add_argument('--budget', type=float, default=None, help='seconds for the whole run; later sections are skipped (default 330 at 8b)')
     ap.add_argument('--compile', default=None, help="the decode step's dynamo backend (default: CUDA graphs on CUDA, eager steps elsewhere); "
                                                    "e.g. 'inductor' exercises the compile cache on a CPU")
     ap.add_argument('--probe', default=None, help=argparse.SUPPRESS)   # start-up probe: the compile cache file
     ap.add_argument('--sizes', default='1,4', help=argparse.SUPPRESS)
+    ap.add_argument('--sections', default=None, help='comma-separated sections to run (default: all), e.g. start for the start-up probes alone')
     a = ap.parse_args(argv)
     import torch
     if a.shapes == 'tiny': torch.set_num_threads(1)
@@ -456,11 +457,12 @@ def main(argv=None):
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix='bench-gpu-'))
     work.mkdir(parents=True, exist_ok=True)
-    b = Bench(a.shapes, work, out, a.budget or (400 if a.shapes == '8b' else 1e9), a.compile)
+    b = Bench(a.shapes, work, out, a.budget or (330 if a.shapes == '8b' else 1e9), a.compile)
     complete = False
     try:
         b.setup(); b.save()
         for name in ('warm_main', 'decode', 'stacked', 'alternate', 'route', 'batch12', 'start', 'shared_vision'):
+            if a.sections and name not in a.sections.split(','): continue
             b.section(name, getattr(b, name))
         complete = True
     except KeyboardInterrupt as e:

@@ -85,6 +85,7 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
                  max_instruction_tokens:int=2048,  # Longest instruction in tokens, counted as UTF-8 bytes (an upper bound)
                  history:str=None,                 # training history: a directory of <expert>/runs.jsonl (the original's), or a JSONL file
                  datasets_root:str='.cache/moe_router/datasets', # where the history's datasets are (local copies)
+                 extra_hard:Annotated[str, {'nargs': '+'}]=None, # JSONL files exported by the explorer: hard samples for the training split only
                 ):
     "Generate a balanced routing dataset from the experts' datasets"
     from moe_router.datagen import build_routing_dataset, experts_from_flags, update_latest
@@ -98,7 +99,8 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
         out = build_routing_dataset(history_experts(reg, named, expert, history, datasets_root), output_dir, reg, prefix=prefix,
                                     train_samples=train_samples, eval_samples=eval_samples, train_val_split=train_val_split,
                                     seed=seed, ocr_samples=ocr_samples, hard_pair_frac=hard_pair_frac,
-                                    skip_invalid=skip_invalid, progress=progress, max_instruction_tokens=max_instruction_tokens)
+                                    skip_invalid=skip_invalid, progress=progress, max_instruction_tokens=max_instruction_tokens,
+                                    extra_hard=extra_hard)
     except BAD_INPUT as e: fail(e)
     except KeyboardInterrupt: interrupted("nothing was written")
     latest = update_latest(out, prefix)
@@ -223,6 +225,7 @@ def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` o
     try:
         ds, run_dir = seed_run(dataset_name, run_name); router, dataset_dir = router or run_dir, dataset_dir or ds
         if not router or not dataset_dir: raise ConfigError("both --router and --dataset-dir are required")
+        check_out(out, '--out')
         if not 0 <= target_accuracy <= 1: raise ConfigError(f"--target-accuracy {target_accuracy} must be between 0 and 1 (an accuracy)")
         rk = dict(lora_labels=labels, answer_format=answer_format, dataset_dir=dataset_dir, **check_route_by(route_by))
         base, where = stack_base(model, router)
@@ -242,6 +245,9 @@ def check_infer_flags(prompt, dataset_dir, image, max_samples, max_new_tokens, t
     "Refuse `moe-router-infer` flags that cannot work, before anything loads"
     if not (prompt or dataset_dir): raise ConfigError("give --prompt \"...\" or --dataset-dir DIR")
     if image and not Path(image).is_file(): raise ConfigError(f"{image}: image file not found")
+    if image:   # the server's limits: a screenshot format, its pixels and aspect ratio, read from the header
+        from moe_router.backbone import open_screenshot
+        open_screenshot(image, image)
     for flag, v, lo in (('--max-samples', max_samples, 1), ('--max-new-tokens', max_new_tokens, 1)):
         if v is not None and v < lo: raise ConfigError(f"{flag} {v} must be at least {lo}")
     if not 0 <= threshold <= 1: raise ConfigError(f"--threshold {threshold:g} must be between 0 and 1 (a router confidence)")
@@ -272,6 +278,7 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
     from moe_router.routers import check_route_by
     try:
         check_infer_flags(prompt, dataset_dir, image, max_samples, max_new_tokens, threshold)
+        check_out(json_out, '--json-out', is_file=True)
         if router is None and expert is None: router = os.environ.get('ROUTER_OUT')
         if router is None and expert is None:
             raise ConfigError("pass --router (a router-head.pt or a router-LoRA directory), or --expert NAME to skip routing")
