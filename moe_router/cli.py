@@ -6,8 +6,7 @@ Docs: https://moe-router.github.io/moe_router/cli.html.md"""
 
 # %% auto #0
 __all__ = ['BACKENDS', 'interrupted', 'synth_cli', 'history_experts', 'generate_cli', 'upload_cli', 'run_train', 'seed_run',
-           'check_train_numbers', 'train_kwargs', 'train_cli', 'eval_cli', 'check_infer_flags', 'infer_cli', 'demo_cli',
-           'check_serve_flags', 'serve_cli']
+           'train_cli', 'eval_cli', 'check_infer_flags', 'infer_cli', 'demo_cli', 'check_serve_flags', 'serve_cli']
 
 # %% ../nbs/08_cli.ipynb #edad7cbe
 import json, math, os, sys
@@ -153,43 +152,6 @@ def seed_run(dataset_name:str, # `--dataset-name`, e.g. `datasets/routing_202511
     if not dataset_name: return None, None
     root, ds = ('runs', dataset_name) if backend == 'local' else ('/output', '/datasets/' + dataset_name.strip('/').removeprefix('datasets/'))
     return ds, (f"{root}/{dataset_name.strip('/')}/{run_name}" if run_name else None)
-
-# %% ../nbs/08_cli.ipynb #d87954f2
-def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `--epochs` and `--lr`
-                        batch_size:int=8, patience:int=5, min_delta:float=0.0, seed:int=0, max_length:int=None,
-                        r:int=16, alpha:float=32, dropout:float=0.05, grad_accum:int=1, # a router LoRA's rank, alpha, dropout, accumulation
-                        **kw): # the other flags (not checked here)
-    "Refuse numbers training cannot use: not finite, out of range, or a fraction of an epoch for the head"
-    for flag, v in (('--epochs', epochs), ('--lr', lr), ('--min-delta', min_delta)):
-        if not math.isfinite(v): raise ConfigError(f"{flag} {v} must be a finite number")
-    for flag, v in (('--epochs', epochs), ('--batch-size', batch_size), ('--lr', lr)):
-        if not v > 0: raise ConfigError(f"{flag} {v:g} must be greater than 0")
-    if router == 'head' and epochs != int(epochs):
-        raise ConfigError(f"--epochs {epochs:g}: the head trains whole epochs; give a whole number (a router LoRA takes fractions)")
-    if patience < 1: raise ConfigError(f"--patience {patience} must be at least 1 (evaluations without improvement)")
-    if min_delta < 0: raise ConfigError(f"--min-delta {min_delta:g} must be 0 or more (an improvement of eval loss)")
-    if not 0 <= seed < 2**32: raise ConfigError(f"--seed {seed} must be between 0 and 2**32-1")
-    if max_length is not None and max_length < 1: raise ConfigError(f"--max-length {max_length} must be at least 1")
-    if r < 1: raise ConfigError(f"--r {r} must be at least 1 (the LoRA rank)")
-    if grad_accum < 1: raise ConfigError(f"--grad-accum {grad_accum} must be at least 1 (batches per optimizer step)")
-    if not (math.isfinite(alpha) and alpha > 0): raise ConfigError(f"--alpha {alpha:g} must be a number greater than 0 (the LoRA scale)")
-    if not 0 <= dropout < 1: raise ConfigError(f"--dropout {dropout:g} must be at least 0 and below 1 (a probability)")
-
-def train_kwargs(router:str,  # 'head' or 'lora'
-                 epochs,      # `--epochs`, or None for the kind's default
-                 lr,          # `--lr`, or None for the kind's default
-                 out,         # `--out`, or None for the kind's default
-                 **kw,        # every other flag
-                )->dict:      # arguments of `train_head` / `train_router_lora`
-    "The training arguments of the flags: the router kind's defaults filled in, its own flags kept, bad values refused"
-    from moe_router.routers import ROUTER_DEFAULTS
-    d = ROUTER_DEFAULTS.get(router, ROUTER_DEFAULTS['head'])
-    epochs = d['epochs'] if epochs is None else epochs
-    lr = d['lr'] if lr is None else lr
-    check_train_numbers(router, epochs, lr, **kw)
-    others = {f for k in ROUTER_DEFAULTS.values() for f in k['flags']} - set(d['flags'])
-    kw = {k: v for k, v in kw.items() if k not in others}
-    return dict(kw, epochs=int(epochs) if router == 'head' else epochs, lr=lr, out=out or d['out'])
 
 # %% ../nbs/08_cli.ipynb #306fcbe6
 @call_parse

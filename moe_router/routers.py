@@ -870,6 +870,7 @@ ROUTER_DEFAULTS = dict(
 # %% ../nbs/03_train_modal.ipynb #d87954f2
 def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `--epochs` and `--lr`
                         batch_size:int=8, patience:int=5, min_delta:float=0.0, seed:int=0, max_length:int=None,
+                        r:int=16, alpha:float=32, dropout:float=0.05, grad_accum:int=1, # a router LoRA's rank, alpha, dropout, accumulation
                         **kw): # the other flags (not checked here)
     "Refuse numbers training cannot use: not finite, out of range, or a fraction of an epoch for the head"
     for flag, v in (('--epochs', epochs), ('--lr', lr), ('--min-delta', min_delta)):
@@ -882,6 +883,10 @@ def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `
     if min_delta < 0: raise ConfigError(f"--min-delta {min_delta:g} must be 0 or more (an improvement of eval loss)")
     if not 0 <= seed < 2**32: raise ConfigError(f"--seed {seed} must be between 0 and 2**32-1")
     if max_length is not None and max_length < 1: raise ConfigError(f"--max-length {max_length} must be at least 1")
+    if r < 1: raise ConfigError(f"--r {r} must be at least 1 (the LoRA rank)")
+    if grad_accum < 1: raise ConfigError(f"--grad-accum {grad_accum} must be at least 1 (batches per optimizer step)")
+    if not (math.isfinite(alpha) and alpha > 0): raise ConfigError(f"--alpha {alpha:g} must be a number greater than 0 (the LoRA scale)")
+    if not 0 <= dropout < 1: raise ConfigError(f"--dropout {dropout:g} must be at least 0 and below 1 (a probability)")
 
 def train_kwargs(router:str,  # 'head' or 'lora'
                  epochs,      # `--epochs`, or None for the kind's default
