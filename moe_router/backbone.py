@@ -6,13 +6,15 @@ Docs: https://moe-router.github.io/moe_router/backbone.html.md"""
 
 # %% auto #0
 __all__ = ['TINY_VERSION', 'SPECIAL_TOKENS', 'ADDED_TOKENS', 'CHAT_TEMPLATE', 'TINY_TEXT', 'TINY_VISION', 'TINY_PIXELS',
-           'PROMPT_VERSION', 'tiny_corpus', 'build_tokenizer', 'TinyQwen3VLProcessor', 'tiny_config', 'quiet_hf',
-           'backbone_fingerprint', 'cache_root', 'tiny_path', 'build_tiny', 'check_model_id', 'load_backbone',
-           'router_system_prompt', 'router_messages', 'sample_image', 'encode_chat', 'answer_text', 'encode_router',
-           'greedy_generate', 'vl_model', 'count_vision_calls', 'VisionCache', 'encode_chat_pixels']
+           'PROMPT_VERSION', 'SCREENSHOT_FORMATS', 'MAX_IMAGE_PIXELS', 'MAX_ASPECT', 'tiny_corpus', 'build_tokenizer',
+           'TinyQwen3VLProcessor', 'tiny_config', 'quiet_hf', 'backbone_fingerprint', 'cache_root', 'tiny_path',
+           'build_tiny', 'check_model_id', 'load_backbone', 'router_system_prompt', 'router_messages', 'ImageError',
+           'open_screenshot', 'sample_image', 'prompt_ids', 'encode_prompts', 'completion_ids', 'encode_chat',
+           'answer_text', 'encode_router', 'greedy_generate', 'vl_model', 'count_vision_calls', 'VisionCache',
+           'encode_chat_pixels', 'preprocess_image']
 
 # %% ../nbs/03a_backbone.ipynb #51eef681
-import hashlib, json, os, re, shutil, tempfile, warnings
+import hashlib, io, json, os, re, shutil, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -228,19 +230,107 @@ def router_messages(text:str,          # the user's instruction
             {'role': 'user', 'content': content}]
 
 # %% ../nbs/03a_backbone.ipynb #aa28822a
-def sample_image(s:dict, # a routing sample (`image`, `image_path`)
+SCREENSHOT_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP', 'GIF')  # what a screenshot comes as; EPS, PDF and the rest are never opened
+MAX_IMAGE_PIXELS = 40_000_000  # width x height: the same limit for the server and every command
+MAX_ASPECT = 200               # longer side / shorter side; Qwen's image processor refuses more
+
+class ImageError(DatasetError):
+    "A screenshot that cannot be used, with the HTTP status the server answers"
+    def __init__(self, msg:str, status:int=400): super().__init__(msg); self.status = status
+
+def open_screenshot(src,       # a path or a binary file object
+                    where:str, # what it is, for messages (`image_b64`, a file)
+                   ):          # the PIL image, RGB
+    "A screenshot, checked before decoding: a screenshot format, at most `MAX_IMAGE_PIXELS`, an aspect ratio up to `MAX_ASPECT`"
+    try:
+        with Image.open(src, formats=SCREENSHOT_FORMATS) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageError(f"{where} is {w}x{h} pixels, more than {MAX_IMAGE_PIXELS}; send a smaller screenshot", 413)
+            if max(w, h) > MAX_ASPECT * min(w, h):
+                raise ImageError(f"{where} is {w}x{h} pixels, an aspect ratio over {MAX_ASPECT}:1; crop or pad the screenshot")
+            return im.convert('RGB')
+    except ImageError: raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:   # a bomb: too many pixels to decode safely
+        raise ImageError(f"{where} does not decode to an image ({type(e).__name__}: {e}); "
+                         f"a screenshot is {', '.join(SCREENSHOT_FORMATS)}") from None
+
+# %% ../nbs/03a_backbone.ipynb #b782d147
+def _checked_bytes(s:dict, p:str)->bytes:
+    "The screenshot file's bytes, checked against the size and SHA-256 the dataset recorded (if it did)"
+    sid = s.get('source_id', '?'); size = os.path.getsize(p)
+    if s.get('image_bytes') is not None and size != s['image_bytes']:
+        raise DatasetError(f"sample {sid}: image {p} has {size} bytes, the dataset recorded {s['image_bytes']}; it changed since the "
+                           "dataset was built: restore it or rebuild the dataset")
+    if size > 4 * MAX_IMAGE_PIXELS: raise ImageError(f"sample {sid}: image {p} is a {size}-byte file; send a smaller screenshot", 413)
+    data = Path(p).read_bytes()
+    if s.get('image_sha256') and hashlib.sha256(data).hexdigest() != s['image_sha256']:
+        raise DatasetError(f"sample {sid}: image {p} is not the file the dataset was built from (its SHA-256 differs); "
+                           "restore it or rebuild the dataset")
+    return data
+
+def sample_image(s:dict, # a routing sample (`image`, `image_path`, the build's `image_bytes`, `image_sha256`), or a request with its `screenshot` decoded already
                 ):       # a PIL RGB image, or None for a text-only sample
-    "The sample's screenshot, or None if it has none"
-    p = s.get('image_path')
+    "The sample's screenshot, checked to be the one the dataset was built from, or None if it has none"
+    if s.get('screenshot') is not None: return s['screenshot'].convert('RGB')   # decoded earlier (e.g. while another request decoded)
+    p, sid = s.get('image_path'), s.get('source_id', '?')
     if p is None:
         if s.get('image'):
-            raise DatasetError(f"sample {s.get('source_id', '?')}: image {s['image']!r} does not resolve to a file; "
+            raise DatasetError(f"sample {sid}: image {s['image']!r} does not resolve to a file; "
                                "check the dataset's image_roots or pass the directory that holds the expert datasets")
         return None
-    try:
-        with Image.open(p) as im: return im.convert('RGB')
-    except (FileNotFoundError, OSError, Image.DecompressionBombError) as e:   # a bomb: too many pixels to decode safely
-        raise DatasetError(f"sample {s.get('source_id', '?')}: cannot read image {p} ({e})") from None
+    try: return open_screenshot(io.BytesIO(_checked_bytes(s, p)), 'the file')
+    except FileNotFoundError: raise DatasetError(f"sample {sid}: image {p} is missing; restore it or rebuild the dataset") from None
+    except ImageError as e: raise ImageError(f"sample {sid}: cannot read image {p} ({e})", e.status) from None
+
+# %% ../nbs/03a_backbone.ipynb #839c58c3
+_SLOT = re.compile('\x00(\\d+)\x00')
+
+def _slotted(conv:list, texts:list)->list:
+    "`conv` with each text (a string content or a text part) replaced by a numbered slot; the texts are appended to `texts`"
+    def slot(t): texts.append(t); return f'\x00{len(texts)-1}\x00'
+    return [dict(m, content=slot(m['content']) if isinstance(m['content'], str) else
+                 [dict(p, text=slot(p['text'])) if p.get('type') == 'text' else p for p in m['content']]) for m in conv]
+
+def prompt_ids(processor,        # the backbone's processor
+               conv:list,        # one chat (message list), at most one image part
+               image_tokens:int=0, # tokens of its screenshot (0: no screenshot)
+              )->list:           # token ids, ending with the generation prompt
+    "Token ids of one chat prompt: the template's markers as control tokens, every text as plain text"
+    tok, pad, texts = processor.tokenizer, processor.image_token, []
+    rendered = processor.apply_chat_template(_slotted(conv, texts), tokenize=False, add_generation_prompt=True)
+    if rendered.count(pad) != (image_tokens > 0):
+        raise ConfigError(f"{rendered.count(pad)} image placeholders but {'one image' if image_tokens else 'no image'}")
+    ids = []
+    for i, part in enumerate(_SLOT.split(rendered)):
+        if i % 2: ids += tok(texts[int(part)], add_special_tokens=False, split_special_tokens=True).input_ids
+        elif part: ids += tok(part.replace(pad, pad * image_tokens), add_special_tokens=False).input_ids
+    return ids
+
+# %% ../nbs/03a_backbone.ipynb #d24c8847
+def encode_prompts(processor,         # the backbone's processor
+                   convs:list,         # one chat per row
+                   image_tokens:list,  # per row: tokens of its screenshot, 0 for none
+                  )->dict:             # `input_ids`, `attention_mask` (and `mm_token_type_ids`), left-padded
+    "Tokenize chat prompts with `prompt_ids` and pad them on the left"
+    tok = processor.tokenizer; rows = []
+    for i, (c, n) in enumerate(zip(convs, image_tokens)):
+        try: rows.append(prompt_ids(processor, c, n))
+        except ConfigError as e: raise ConfigError(f"row {i}: {e}; give one (pixels, grid) per row that shows a screenshot") from None
+    L = max(map(len, rows))
+    ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long); mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows): ids[i, L-len(r):] = torch.tensor(r, dtype=torch.long); mask[i, L-len(r):] = 1
+    enc = dict(input_ids=ids, attention_mask=mask)
+    if 'mm_token_type_ids' in processor.model_input_names:
+        enc['mm_token_type_ids'] = (ids == tok.convert_tokens_to_ids(processor.image_token)).long()
+    return enc
+
+def completion_ids(tok,      # the backbone's tokenizer
+                   text:str, # an answer, e.g. `calendar<|im_end|>` or an expert's tool call from a dataset
+                  )->list:   # its token ids
+    "An answer's token ids: its text with special tokens split, a final end-of-turn token kept as one"
+    body, end = (text[:-len(tok.eos_token)], [tok.eos_token_id]) if text.endswith(tok.eos_token) else (text, [])
+    return tok(body, add_special_tokens=False, split_special_tokens=True).input_ids + end
 
 # %% ../nbs/03a_backbone.ipynb #50234f55
 def encode_chat(processor,               # the backbone's processor
@@ -250,18 +340,18 @@ def encode_chat(processor,               # the backbone's processor
                 max_length:int=None,     # truncate prompts to this many tokens (from the left)
                )->dict:                  # batch of tensors (+ `labels` when completions are given)
     "Tokenize chat prompts with their images; append completions and their loss labels"
-    tok = processor.tokenizer
-    prompts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+    tok, merge = processor.tokenizer, processor.image_processor.merge_size
     imgs = [im for im in images if im is not None]
-    enc = processor(text=prompts, images=imgs or None, padding=True, padding_side='left', return_tensors='pt')
-    enc = dict(enc)
+    enc = dict(processor.image_processor(images=imgs, return_tensors='pt')) if imgs else {}
+    grids = iter(enc.get('image_grid_thw', []))
+    enc.update(encode_prompts(processor, convs, [int(next(grids).prod()) // merge**2 if im is not None else 0 for im in images]))
     if max_length and enc['input_ids'].shape[1] > max_length:
         if imgs: raise ConfigError(f"prompt of {enc['input_ids'].shape[1]} tokens exceeds max_length={max_length}; "
                                    "raise --max-length (image prompts cannot be truncated)")
         for k in ('input_ids', 'attention_mask', 'mm_token_type_ids'):
             if k in enc: enc[k] = enc[k][:, -max_length:]
     if completions is None: return enc
-    comp = [tok(c, add_special_tokens=False).input_ids for c in completions]
+    comp = [completion_ids(tok, c) for c in completions]
     L = max(map(len, comp)); n = len(comp)
     cid = torch.full((n, L), tok.pad_token_id, dtype=torch.long); cm = torch.zeros(n, L, dtype=torch.long)
     for i, c in enumerate(comp): cid[i, :len(c)] = torch.tensor(c); cm[i, :len(c)] = 1
@@ -279,12 +369,16 @@ def answer_text(name:str,  # adapter name
     return name + processor.tokenizer.eos_token
 
 def encode_router(processor,          # the backbone's processor
-                  samples:list,       # routing samples (`text`, `image_path`)
+                  samples:list,       # routing samples (`text`, `image_path`), or requests with `pixels` preprocessed ahead
                   labels:list,        # adapter names in label order
                   completions:list=None, # optional answers (see `answer_text`)
                   max_length:int=None, # truncate text-only prompts to this many tokens
                  )->dict:             # batch of tensors
-    "Encode routing samples with the router prompt"
+    "Encode routing samples with the router prompt; screenshots preprocessed ahead (`pixels`) skip the image processor"
+    shown = [s.get('image_path') is not None or s.get('screenshot') is not None for s in samples]
+    if completions is None and any(shown) and all(s.get('pixels') is not None for s, h in zip(samples, shown) if h):
+        convs = [router_messages(s['text'], labels, h) for s, h in zip(samples, shown)]
+        return encode_chat_pixels(processor, convs, [s['pixels'] if h else None for s, h in zip(samples, shown)])
     images = [sample_image(s) for s in samples]
     convs = [router_messages(s['text'], labels, im is not None) for s, im in zip(samples, images)]
     return encode_chat(processor, convs, images, completions, max_length)
@@ -385,17 +479,16 @@ def encode_chat_pixels(processor,    # the backbone's processor
                        pixels:list,  # per row: (pixel rows, grid row) from `VisionCache.pixels`, or None (no image)
                       )->dict:       # what `encode_chat` returns for the same rows, without the image processor
     "Tokenize chat prompts whose screenshots are already preprocessed"
-    tok, pad = processor.tokenizer, processor.image_token
     merge = processor.image_processor.merge_size
-    prompts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
-    for i, px in enumerate(pixels):
-        if prompts[i].count(pad) != (px is not None):
-            raise ConfigError(f"row {i}: {prompts[i].count(pad)} image placeholders but {'one image' if px is not None else 'no image'}; "
-                              "give one (pixels, grid) per row that shows a screenshot")
-        if px is not None: prompts[i] = prompts[i].replace(pad, pad * (int(px[1].prod()) // merge**2))
-    enc = dict(tok(prompts, padding=True, padding_side='left', return_tensors='pt'))
-    if 'mm_token_type_ids' in processor.model_input_names:
-        enc['mm_token_type_ids'] = (enc['input_ids'] == tok.convert_tokens_to_ids(pad)).to(enc['input_ids'].dtype)
+    enc = encode_prompts(processor, convs, [0 if px is None else int(px[1].prod()) // merge**2 for px in pixels])
     have = [px for px in pixels if px is not None]
     if have: enc['pixel_values'], enc['image_grid_thw'] = torch.cat([p for p, _ in have]), torch.stack([g for _, g in have])
     return enc
+
+def preprocess_image(processor, # the backbone's processor
+                     image,     # a PIL screenshot
+                    )->tuple:   # (pixel rows, grid row), as `encode_chat_pixels` takes them
+    "The image processor's pass over one screenshot, done ahead of tokenizing its prompt (e.g. while another request decodes)"
+    out = processor.image_processor(images=[image], return_tensors='pt')
+    px = out['pixel_values']
+    return (px.pin_memory() if torch.cuda.is_available() else px), out['image_grid_thw'][0]

@@ -6,10 +6,11 @@ Docs: https://moe-router.github.io/moe_router/config.html.md"""
 
 # %% auto #0
 __all__ = ['BAD_INPUT', 'ADAPTER_KEYS', 'PACKAGE_REGISTRY', 'DEFAULT_BASE_MODEL', 'ConfigError', 'DatasetError', 'fail',
-           'Adapter', 'is_slug', 'Registry', 'validate_adapters', 'registry_from_dict', 'find_registry',
-           'load_registry', 'check_label_map', 'env_settings', 'researcher_name', 'umask', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'rename_noreplace', 'is_partial', 'atomic_dir', 'check_out',
-           'jsonl_lines', 'iter_jsonl', 'read_jsonl', 'write_jsonl']
+           'Adapter', 'is_slug', 'Registry', 'validate_adapters', 'registry_from_dict', 'read_text', 'find_registry',
+           'load_registry', 'check_label_map', 'check_router_record', 'env_settings', 'researcher_name', 'umask',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'follow_umask', 'rename_noreplace',
+           'is_partial', 'atomic_dir', 'check_out', 'confined', 'jsonl_lines', 'iter_jsonl', 'read_jsonl',
+           'write_jsonl']
 
 # %% ../nbs/00_config.ipynb #1366675b
 import glob, json, os, re, shutil, sys, tempfile
@@ -27,11 +28,13 @@ class DatasetError(ValueError):
     "A problem in an input dataset, located precisely"
 
 # %% ../nbs/00_config.ipynb #c47b8770
-BAD_INPUT = (ConfigError, DatasetError, FileExistsError)  # what a command reports with `fail` instead of a traceback
+BAD_INPUT = (ConfigError, DatasetError, OSError)  # what a command reports with `fail`: bad input, or a path it cannot read or write
 
 def fail(e:Exception, # the bad-input error
         ):
-    "Report bad input as every command does: `error: ...` on stderr, exit status 2"
+    "Report bad input as every command does: one `error: ...` line on stderr, exit status 2"
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:   # e.g. a read-only or full disk, /proc
+        e = f"{e.filename}: {e.strerror}; check the path, its permissions and the free space"
     print(f"error: {e}", file=sys.stderr); sys.exit(2)
 
 # %% ../nbs/00_config.ipynb #b0b21c1d
@@ -65,8 +68,8 @@ class Registry:
     def __init__(self, adapters:list,  # `Adapter`s
                  source:str='<memory>'): # where the registry came from, for error messages
         self.source = str(source)
+        validate_adapters(adapters, self.source)   # before sorting: labels of mixed types cannot be sorted
         self.adapters = sorted(adapters, key=lambda a: a.label)
-        validate_adapters(self.adapters, self.source)
         self.by_name = {a.name:a for a in self.adapters}
 
     @property
@@ -127,6 +130,16 @@ def registry_from_dict(d:dict, # parsed `adapters.yaml`: `{'adapters': {name: {l
         res.append(Adapter(name=name, **spec))
     return Registry(res, source)
 
+# %% ../nbs/00_config.ipynb #5a86dddd
+def read_text(path:str|Path, # a text file the tools read
+             )->str:         # its text (a leading byte-order mark dropped)
+    "A file's text as UTF-8; `ConfigError` naming the line and column of a byte that is not"
+    raw = Path(path).read_bytes()
+    try: return raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line, col = raw.count(b'\n', 0, e.start) + 1, e.start - raw.rfind(b'\n', 0, e.start)
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {col}); save the file as UTF-8") from None
+
 # %% ../nbs/00_config.ipynb #909ef095
 def find_registry(path:str|None=None, # explicit `adapters.yaml`
                  )->Path:             # the file that will be used
@@ -142,7 +155,7 @@ def load_registry(path:str|None=None, # explicit `adapters.yaml`; None searches 
                  )->Registry:
     "Load and validate the adapters registry"
     p = find_registry(path)
-    try: d = yaml.safe_load(p.read_text())
+    try: d = yaml.safe_load(read_text(p))
     except yaml.YAMLError as e: raise ConfigError(f"{p}: invalid YAML: {e}") from None
     return registry_from_dict(d, str(p))
 
@@ -157,6 +170,33 @@ def check_label_map(found:dict,     # the label map stored in an artifact
     if found != expected:
         raise ConfigError(f"{where}: label map {found} differs from the {what}'s {expected}; "
                           f"rebuild the artifact or pass the matching adapters.yaml")
+
+# %% ../nbs/00_config.ipynb #5d537be6
+def check_router_record(info:dict,           # what a checkpoint says about itself
+                        where:str,            # the file, for messages
+                        n_out:int|None=None,  # outputs of a head's last layer
+                        poolings:tuple|None=None, # poolings this code knows (a head records one)
+                        prompt_versions:tuple|None=None, # prompt versions this code builds
+                        labelled:bool=True,   # the record must hold `labels` (a router; a task adapter has none)
+                       )->dict:               # `info`
+    "`ConfigError` naming the field unless labels, label map, outputs, pooling, base model and prompt version agree"
+    if not isinstance(info, dict): raise ConfigError(f"{where}: expected a JSON object of the checkpoint's fields, got {type(info).__name__}")
+    bad = lambda field, msg: ConfigError(f"{where}: field {field!r}: {msg}; the checkpoint is inconsistent, retrain or re-save it")
+    labels = info.get('labels')
+    if labelled or labels is not None:
+        if not isinstance(labels, list) or not labels or not all(isinstance(l, str) and l for l in labels):
+            raise bad('labels', f"expected adapter names in label order, got {labels!r}")
+        if dups := sorted({l for l in labels if labels.count(l) > 1}): raise bad('labels', f"{dups} repeated")
+        lm = info.get('label_map')
+        if lm is not None and lm != {l: i for i, l in enumerate(labels)}:
+            raise bad('label_map', f"{lm} does not give the labels {labels} their positions")
+        if n_out is not None and n_out != len(labels): raise bad('n_out', f"the head has {n_out} outputs for {len(labels)} labels")
+    if poolings is not None and info.get('pooling') not in poolings: raise bad('pooling', f"{info.get('pooling')!r} is not one of {list(poolings)}")
+    if not (isinstance(info.get('base_model_id'), str) and info['base_model_id'].strip()):
+        raise bad('base_model_id', f"expected the base model's id, got {info.get('base_model_id')!r}")
+    if prompt_versions is not None and info.get('prompt_version') not in prompt_versions:
+        raise bad('prompt_version', f"{info.get('prompt_version')!r} is not one this code builds ({', '.join(prompt_versions)})")
+    return info
 
 # %% ../nbs/00_config.ipynb #f1fe2a86
 DEFAULT_BASE_MODEL = 'Qwen/Qwen3-VL-8B-Instruct'
@@ -198,6 +238,10 @@ def atomic_write_bytes(path:str|Path, # destination file
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; teammates on a shared volume must read the result
         with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:   # a full disk names no file: name the one being written
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None: raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
@@ -207,6 +251,15 @@ def atomic_write_text(path:str|Path, text:str): "Write `text` atomically"; retur
 def atomic_write_json(path:str|Path, obj, indent:int=2):
     "Write `obj` as JSON atomically"
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False)+'\n')
+
+# %% ../nbs/00_config.ipynb #6a2c985d
+def follow_umask(path:str|Path, # a file or directory just written
+                )->Path:        # `path`
+    "Give `path` and everything under it the umask's modes: files 0666, directories 0777, less the umask"
+    path, m = Path(path), umask()
+    for p in ([path, *path.rglob('*')] if path.is_dir() else [path]):
+        if not p.is_symlink(): os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~m)
+    return path
 
 # %% ../nbs/00_config.ipynb #f17a6b00
 _NOREPLACE, _EXCHANGE = 1, 2   # renameat2 flags (Linux)
@@ -278,14 +331,30 @@ def atomic_dir(out:str|Path, # final directory; must not exist yet
 def check_out(path,               # an output path from a flag
               flag:str='--out',   # the flag, for the message
               file_ok:bool=False, # `path` itself may be an existing file (a `.pt` that is replaced)
+              is_file:bool=False, # `path` is a file to write (`--json-out`): an existing directory there is refused
              )->Path|None:        # the path, or None if `path` is None
-    "Refuse an empty output path, and one that is, or is inside, an existing file, before any work is done"
+    "Refuse an empty or unwritable output path, one inside a file, and a directory where a file goes, before any work"
     if path is None: return None
     if not str(path).strip(): raise ConfigError(f"{flag} is empty; give a path, or leave the flag out for the default")
     p = Path(path)
-    for a in (p.parents if file_ok else [p, *p.parents]):
+    if is_file and p.is_dir(): raise ConfigError(f"{flag} {path}: is a directory; give the name of a file to write")
+    for a in (p.parents if file_ok or is_file else [p, *p.parents]):
         if a.exists() and not a.is_dir():
             raise ConfigError(f"{flag} {path}: {a} is an existing file, not a directory; choose another {flag}")
+    a = p
+    while not a.exists() and a != a.parent: a = a.parent
+    if not os.access(a, os.W_OK) or str(p.absolute()).startswith(('/proc/', '/sys/')):
+        raise ConfigError(f"{flag} {path}: {a.absolute()} is not writable (read-only or a system directory); choose another {flag}")
+    return p
+
+# %% ../nbs/00_config.ipynb #2c47d32c
+def confined(root:str|Path, # the directory the file must stay in
+             *parts:str,    # path parts built from data
+            )->Path:        # `root/parts...`
+    "`root/parts...`, or `ConfigError` if it would resolve outside `root`"
+    root = Path(root); p = root.joinpath(*map(str, parts))
+    if not p.resolve().is_relative_to(root.resolve()) or p.resolve() == root.resolve():
+        raise ConfigError(f"{p}: a file name built from data ({'/'.join(map(str, parts))!r}) leaves {root}; rename it")
     return p
 
 # %% ../nbs/00_config.ipynb #680bae77

@@ -6,12 +6,13 @@ Docs: https://moe-router.github.io/moe_router/datagen.html.md"""
 
 # %% auto #0
 __all__ = ['SPLITS', 'MAX_INSTRUCTION_TOKENS', 'RULE', 'LATEST_RE', 'parse_tool_call', 'score_tool_call', 'resolve_image',
-           'load_metadata', 'read_routing', 'load_split', 'RecordError', 'expert_turns', 'record_image',
-           'image_in_dataset', 'to_routing_sample', 'shared_fixture', 'ExpertSource', 'check_length', 'iter_expert',
-           'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr', 'expert_sources', 'read_experts', 'make_splits',
-           'dataset_metadata', 'write_routing_dataset', 'read_extra_hard', 'add_extra_hard', 'build_routing_dataset',
-           'update_latest', 'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths',
-           'verify_expert_datasets', 'gold_labels']
+           'image_file', 'load_metadata', 'routing_record', 'metadata_label_map', 'read_routing', 'load_split',
+           'RecordError', 'expert_turns', 'record_image', 'image_in_dataset', 'to_routing_sample', 'shared_fixture',
+           'ExpertSource', 'check_length', 'iter_expert', 'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr',
+           'expert_sources', 'read_experts', 'make_splits', 'dataset_metadata', 'write_routing_dataset',
+           'read_extra_hard', 'add_extra_hard', 'build_routing_dataset', 'fingerprint_images', 'update_latest',
+           'experts_from_flags', 'original_latest', 'latest_deployed_dataset', 'expert_paths', 'verify_expert_datasets',
+           'gold_labels']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, json, math, os, random, re, shutil, sys, tempfile
@@ -75,6 +76,22 @@ def resolve_image(image:str|None, # a sample's `image`, e.g. `calendar/images/ca
         if c.is_file(): return c
     return None
 
+# %% ../nbs/01_datagen.ipynb #cfd6c626
+def image_file(image:str|None,     # a sample's `image`
+               dataset_roots:dict, # `{expert dataset dir: the root it was built from}` (metadata `dataset_roots`)
+               roots:list=(),      # other roots, searched only if the expert's own root does not hold the file
+              )->Path|None:        # the one file it names, or None
+    "The one file a sample's screenshot names: under its own expert's root, else under exactly one of `roots`"
+    if not image: return None
+    if Path(image).is_absolute(): return Path(image) if Path(image).is_file() else None
+    own = dataset_roots.get(image.replace('\\', '/').split('/')[0])
+    if own and (Path(own)/image).is_file(): return (Path(own)/image).absolute()
+    found = list(dict.fromkeys((Path(r)/image).resolve() for r in roots if (Path(r)/image).is_file()))
+    if len(found) > 1:
+        raise DatasetError(f"screenshot {image!r} exists under two image roots, {found[0]} and {found[1]}; a reader could take "
+                           f"either: record the expert's root in metadata dataset_roots, or remove one")
+    return found[0] if found else None
+
 # %% ../nbs/01_datagen.ipynb #1b5152f0
 SPLITS = ('train', 'val', 'test', 'data')
 
@@ -93,11 +110,50 @@ def load_metadata(dataset_dir:str|Path, # a routing dataset directory
     try: return json.loads(p.read_text())
     except json.JSONDecodeError as e: raise DatasetError(f"{p}: invalid JSON ({e.msg} at line {e.lineno})") from None
 
+# %% ../nbs/01_datagen.ipynb #c0a1b002
+def routing_record(s:dict,   # one line of a routing JSONL
+                   where:str, # `file:line`, for messages
+                  )->dict:   # the sample in this project's schema (`text`, `label`, `adapter`, `image`, ...)
+    "A routing sample; the original's other schema (`id`, `image`, `conversations`, `metadata`) converted, labels from `metadata`"
+    if 'text' in s or 'conversations' not in s: return s
+    md = s.get('metadata')
+    if not isinstance(md, dict) or not md.get('adapter') or not isinstance(md.get('label'), int):
+        raise DatasetError(f"{where}: field 'metadata': missing or without 'adapter' and 'label'; a conversation record "
+                           f"takes its label from metadata {{\"adapter\", \"label\", \"source_dataset\"}}")
+    human, _ = _human_gpt(s)
+    if not isinstance(human, str) or not human.replace('<image>', '').strip():
+        raise DatasetError(f"{where}: field 'conversations': no human turn with the instruction")
+    return dict(text=human.replace('<image>', '').strip(), label=md['label'], adapter=md['adapter'], source_id=s.get('id'),
+                image=s.get('image'), source_dataset=md.get('source_dataset'), kind='expert', pair_id=None, answer=None)
+
+def metadata_label_map(meta:dict, # a routing dataset's metadata.json
+                       d:Path,    # its directory
+                      )->dict:    # `{adapter: label}`
+    "The label map: `label_map`, seed 003's `adapters`, else (seed 001's `counts` style) read off the records"
+    lm = meta.get('label_map') or {n: a.get('label') for n, a in (meta.get('adapters') or {}).items() if isinstance(a, dict)}
+    if lm: return lm
+    for sp in SPLITS:
+        for i, s in iter_jsonl(d/f'{sp}.jsonl') if (d/f'{sp}.jsonl').is_file() else []:
+            r = routing_record(s, f"{d/sp}.jsonl:{i}")
+            if lm.setdefault(r['adapter'], r['label']) != r['label']:
+                raise DatasetError(f"{d/sp}.jsonl:{i}: field 'label': {r['label']} for '{r['adapter']}', which has label {lm[r['adapter']]} elsewhere")
+    return lm
+
+
 # %% ../nbs/01_datagen.ipynb #1e4228fa
 def _check_sample_label(s:dict, lm:dict, where:str):
     if s.get('adapter') not in lm or s.get('label') != lm[s['adapter']]:
         raise DatasetError(f"{where}: label {s.get('label')!r} for adapter {s.get('adapter')!r} does not match the "
                            f"registry's label map {lm}; regenerate the dataset with the current adapters.yaml")
+
+def _check_sample_fields(s:dict, where:str):
+    "`DatasetError` for a routing sample without its instruction, or whose image path leaves the image roots"
+    if not (isinstance(s.get('text'), str) and s['text'].strip()):
+        raise DatasetError(f"{where}: field 'text': missing or empty; every routing sample needs its instruction")
+    img = s.get('image')
+    if img is not None and not isinstance(img, str): raise DatasetError(f"{where}: field 'image': expected a path, got {type(img).__name__}")
+    if img and '..' in PurePosixPath(img.replace('\\', '/')).parts:
+        raise DatasetError(f"{where}: field 'image': {img!r} leaves the image roots; keep screenshots inside the expert datasets")
 
 def read_routing(path:str|Path,        # a routing JSONL (train/val/test/data) inside a routing dataset directory
                  registry=None,        # a `Registry` to check labels against; None skips the check
@@ -107,12 +163,18 @@ def read_routing(path:str|Path,        # a routing JSONL (train/val/test/data) i
     "The one reader of routing samples: labels checked, screenshots resolved under the dataset's image roots"
     path = Path(path); d = path.parent
     meta = load_metadata(d) if (d/'metadata.json').is_file() else {}
+    if meta: meta = dict(meta, label_map=metadata_label_map(meta, d))
     if registry is not None: check_label_map(meta.get('label_map', registry.label_map), registry.label_map, f"{d/'metadata.json'}")
-    rts = [*(roots or []), *meta.get('image_roots', []), d.absolute(), d.absolute().parent]
+    env_roots = [r for r in os.environ.get('MOE_ROUTER_IMAGE_ROOTS', '').split(os.pathsep) if r]   # the volumes, on Modal
+    rts = [*(roots or []), *meta.get('image_roots', []), d.absolute(), d.absolute().parent, *env_roots]
+    droots = meta.get('dataset_roots') or {}
     samples, unresolved = [], []
     for i, s in iter_jsonl(path):
+        s = routing_record(s, f"{path}:{i}")
         if registry is not None: _check_sample_label(s, registry.label_map, f"{path}:{i}")
-        ip = resolve_image(s.get('image'), rts)
+        _check_sample_fields(s, f"{path}:{i}")
+        try: ip = resolve_image(s.get('image'), roots or []) or image_file(s.get('image'), droots, rts)
+        except DatasetError as e: raise DatasetError(f"{path}:{i}: {e}") from None
         if s.get('image') and ip is None: unresolved.append(f"{path}:{i}: {s['image']}")
         samples.append({**s, 'image_path': str(ip) if ip else None})
     if unresolved and require_images:
@@ -409,6 +471,9 @@ def expert_sources(experts:dict, # `{adapter name: JSONL file or dataset directo
     by_name = {}
     for s in srcs:
         o = by_name.setdefault(s.dataset, s)
+        if o.path.resolve() == s.path.resolve() and o is not s:
+            raise ConfigError(f"'{o.name}' and '{s.name}' are both given the dataset {s.path}; the same records would be labelled "
+                              f"both ways: give each expert its own dataset")
         if o.root != s.root:
             raise ConfigError(f"'{o.name}' ({o.path}) and '{s.name}' ({s.path}) are both in directories named {s.dataset!r}; "
                               f"image paths would be ambiguous, so rename one directory")
@@ -483,7 +548,7 @@ def dataset_metadata(out:Path, prefix:str, seed:int, train_val_split:float, regi
                 label_distribution_train=_dist(train, names), label_distribution_val=_dist(val, names),
                 label_distribution_eval=_dist(test, names), label_map=registry.label_map,
                 package_version=moe_router.__version__, researcher=researcher_name(),
-                image_roots=sorted({str(s.root) for s in srcs}), ocr=ocr, skipped=skipped,
+                image_roots=sorted({str(s.root) for s in srcs}), dataset_roots={s.dataset: str(s.root) for s in srcs}, ocr=ocr, skipped=skipped,
                 source_records={s.name: picked[s.name]['records'] for s in srcs}, dataset_dir=out.name,
                 train_samples_per_adapter=train_samples, eval_samples_per_adapter=eval_samples)
 
@@ -552,7 +617,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
     "Build a balanced, leakage-free routing dataset and write it atomically"
     log = log or (lambda *a, **k: None)
     _check_args(train_samples, eval_samples, train_val_split, ocr_samples, hard_pair_frac)
-    out = check_out(out, '--output-dir') or Path('datasets')/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S}"
+    out = check_out(out, '--output-dir') or Path('datasets')/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S_%f}"
     if out.exists(): raise FileExistsError(f"{out}: output directory already exists; choose another --output-dir or remove it")
     registry = registry if registry is not None else load_registry()
     srcs = expert_sources(experts, registry)
@@ -565,6 +630,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
                                hard_pair_frac, log)
     extra = read_extra_hard(extra_hard, {**{s.name: s.label for s in srcs}, **({'ocr': ocr_label} if ocr_label is not None else {})}, splits[2])
     if extra: splits[0] = add_extra_hard(splits[0], extra, seed); log(f"  extra hard samples -> train: {len(extra)}")
+    fingerprint_images(splits, {s.dataset: str(s.root) for s in srcs})
     meta = dataset_metadata(out, prefix, seed, train_val_split, registry, srcs, picked, skipped, splits, ocr, ocr_label,
                             train_samples, eval_samples)
     if extra_hard: meta['extra_hard'] = {str(f): sum(e['extra_hard'] == str(f) for e in extra) for f in extra_hard}
@@ -577,8 +643,21 @@ def _check_disjoint(test:list, pool:list):
     if both: raise DatasetError(f"{len(both)} screenshots/records would be in both eval and training, e.g. {sorted(map(str, both))[:3]}; "
                                 f"two experts share a dataset directory: give each expert its own dataset")
 
+# %% ../nbs/01_datagen.ipynb #195b367d
+def fingerprint_images(splits:list,       # sample lists (train, val, test), changed in place
+                       dataset_roots:dict, # `{expert dataset dir: root}`
+                      ):
+    "Record each screenshot's size and SHA-256 (from its own expert's root) in the samples that show it"
+    seen = {}
+    for s in (x for split in splits for x in split if x.get('image')):
+        if s['image'] not in seen:
+            f = image_file(s['image'], dataset_roots)
+            data = f.read_bytes() if f else None
+            seen[s['image']] = dict(image_bytes=len(data), image_sha256=hashlib.sha256(data).hexdigest()) if f else {}
+        s.update(seen[s['image']])
+
 # %% ../nbs/01_datagen.ipynb #f54c9426
-LATEST_RE = r'\d{8}_\d{6}'
+LATEST_RE = r'\d{8}_\d{6}(?:_\d{6})?'   # to the second (older builds) or the microsecond
 
 def update_latest(out:str|Path,         # a routing dataset just written, e.g. `datasets/routing_20251124_143022`
                   prefix:str='routing', # its prefix: the copy is `{prefix}_latest` beside it
@@ -587,6 +666,9 @@ def update_latest(out:str|Path,         # a routing dataset just written, e.g. `
     out = Path(out)
     if not re.fullmatch(f"{re.escape(prefix)}_{LATEST_RE}", out.name): return None
     latest = out.parent/f"{prefix}_latest"
+    try: newer = json.loads((latest/'metadata.json').read_text()).get('latest_of', '') > out.name
+    except (OSError, ValueError): newer = False
+    if newer: return latest   # a newer build, finished earlier, stays the latest
     with atomic_dir(latest, overwrite=True) as d:
         for f in out.iterdir():
             if f.is_file() and f.name != 'metadata.json': shutil.copy2(f, d/f.name)

@@ -568,6 +568,15 @@ def _from_confusion(d:dict, labels)->dict:
     return dict(format='router-eval', labels=lab, confusion=confusion_dict(cm, lab), confusion_matrix=cm.tolist(), total=total,
                 correct=correct, accuracy=d.get('accuracy', _r4(correct/total) if total else None))
 
+def _from_eval_report(d:dict, labels)->dict:
+    "Seed 002's `eval-report.json`/`eval_report.json`: overall accuracy in percent, `results.per_class` counts, the first errors"
+    res = d.get('results') or {}; pc = res.get('per_class') or {}
+    total, correct = int(res.get('total', d.get('eval_samples') or 0)), int(res.get('correct', 0))
+    per_class = {n: dict(v, accuracy=_r4(v['correct']/v['total']) if v.get('total') else None) for n, v in pc.items()}
+    return dict(format='eval-report', labels=list(labels or pc), total=total, correct=correct, per_class=per_class,
+                accuracy=_r4(correct/total) if total else None, errors=d.get('errors') or [],
+                run_name=d.get('run_name'), dataset_name=d.get('dataset_name'), checkpoint=d.get('checkpoint'))
+
 def _from_ours(d:dict, labels, where)->dict:
     "This package's router-eval.json"
     if labels is not None: check_label_map({n: i for i, n in enumerate(d['labels'])}, {n: i for i, n in enumerate(labels)}, where, 'expected labels')
@@ -593,11 +602,12 @@ def read_eval(src,                    # a path (JSON or JSONL) or an already-par
     base = dict(source=where, per_class=d.get('per_class'), invalid={})
     if isinstance(d.get('confusion_matrix'), list) and d.get('labels'): return dict(base, **_from_ours(d, labels, where))
     if isinstance(d.get('confusion'), dict): return dict(base, **_from_confusion(d, labels))
+    if isinstance(d.get('results'), dict) and isinstance(d.get('accuracy'), dict): return dict(base, **_from_eval_report(d, labels))
     if isinstance(d.get('predictions'), list): return dict(base, **_from_predictions(d['predictions'], labels, where))
     if isinstance(d.get('per_class'), dict):
         return dict(base, format='per_class', labels=list(labels or d['per_class']), **{k: d.get(k) for k in ('accuracy', 'total', 'correct')})
     raise DatasetError(f"{where}: unknown evaluation format (top-level keys {sorted(d)[:12]}); expected a router-eval.json "
-                       "with a 'confusion' dict (seed 003), a 'per_class' table, or a LoRA eval with a 'predictions' list "
+                       "with a 'confusion' dict (seed 003), an eval-report.json (seed 002's `results`), a 'per_class' table, or a LoRA eval with a 'predictions' list "
                        "of {expected, predicted, raw_output, correct} (seed 002)")
 
 # %% ../nbs/04_eval_confusion.ipynb #6face050

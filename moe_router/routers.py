@@ -6,16 +6,17 @@ Docs: https://moe-router.github.io/moe_router/train_modal.html.md"""
 
 # %% auto #0
 __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_FILES', 'POSITION0_WARNING', 'LM_TARGETS',
-           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'PROBE', 'resolve_data', 'check_pooling',
+           'VISION_TARGETS', 'ANSWER_FORMATS', 'ROUTER_DEFAULTS', 'ROUTE_BY', 'PROBE', 'resolve_data', 'check_pooling',
            'pool_hidden', 'pooled_features', 'RouterHead', 'Plateau', 'TrainingDiverged', 'check_finite', 'fit_head',
            'choose_pooling', 'with_text_only', 'text_only', 'OriginalHead', 'save_head', 'load_weights',
            'original_head', 'load_head_checkpoint', 'head_from_checkpoint', 'routing_pair', 'train_head',
-           'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'run_adapter_dirs', 'check_adapter_dir',
-           'read_router_json', 'router_info', 'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config',
-           'index_dataset', 'ListCollator', 'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name',
-           'generate_names', 'save_adapter', 'train_router_lora', 'using_adapter', 'LoraRouter', 'load_lora_router',
-           'metadata_labels', 'original_labels', 'original_lora_info', 'answer_mass', 'choose_answer_format',
-           'TfidfRouter']
+           'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'run_adapter_dirs', 'weights_whole',
+           'checkpoint_complete', 'complete_checkpoints', 'check_adapter_dir', 'read_router_json', 'router_info',
+           'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator',
+           'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name', 'generate_names', 'save_adapter',
+           'train_router_lora', 'check_train_numbers', 'train_kwargs', 'check_route_by', 'save_train_results',
+           'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels', 'original_labels',
+           'original_lora_info', 'answer_mass', 'choose_answer_format', 'TfidfRouter']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 import moe_router
 from .config import (ConfigError, DatasetError, load_registry, check_label_map, env_settings, atomic_write_bytes,
-                               atomic_write_json, atomic_dir, read_jsonl)
+                               atomic_write_json, atomic_dir, read_jsonl, check_router_record, read_text, follow_umask)
 from .datagen import read_routing, gold_labels
 from .backbone import (load_backbone, backbone_fingerprint, quiet_hf, encode_router, answer_text, encode_chat,
                                  sample_image, greedy_generate, router_messages, router_system_prompt, PROMPT_VERSION, vl_model)
@@ -295,6 +296,7 @@ def original_head(ck:dict, path)->dict:
     n, h = sd['net.2.weight'].shape
     if not isinstance(ad, list) or len(ad) != n or not ck.get('base_model_id'):
         raise ConfigError(f"{path}: an original router head needs 'adapters' ({n} names, label order) and 'base_model_id'")
+    check_router_record(dict(labels=list(ad), base_model_id=ck['base_model_id']), path, n_out=n)
     return dict(ck, format=ORIGINAL_HEAD, labels=list(ad), label_map={a: i for i, a in enumerate(ad)}, pooling='first',
                 prompt_version='original', d_in=h, hidden=h, n_out=n)
 
@@ -312,7 +314,12 @@ def load_head_checkpoint(path:str|Path, # a `router-head.pt` (this project's, or
     if ck['pooling'] not in POOLINGS:
         raise ConfigError(f"{path}: recorded pooling {ck['pooling']!r} is unknown to this code (it knows {', '.join(POOLINGS)}); "
                           "retrain the head with --pooling, or use the moe_router version that wrote it")
-    return ck
+    return check_router_record(ck, path, _outputs(ck), POOLINGS, (PROMPT_VERSION,))
+
+def _outputs(ck:dict)->int|None:
+    "Outputs of a head's last layer, from its weights"
+    ws = {k: v for k, v in (ck.get('state_dict') or {}).items() if re.fullmatch(r'net\.\d+\.weight', str(k))}
+    return int(ws[max(ws, key=lambda k: int(k.split('.')[1]))].shape[0]) if ws else None
 
 def head_from_checkpoint(ck:dict, # from `load_head_checkpoint`
                         )->RouterHead:
@@ -359,6 +366,7 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
                seed:int=0,              # random seed
                log=print,               # progress lines (None: silent)
                progress:bool=True,      # progress bars
+               features=None,           # `samples -> features` as `pooled_features` gives them (e.g. `cloud`'s sharded extraction); default: this backbone's
               )->dict:                  # path, metrics and timings
     "Train a router head on a frozen backbone (seed 003's `router_train.py`)"
     check_pooling(pooling, auto=True)
@@ -372,8 +380,8 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
         'Base model': m.name_or_path, 'Pooling': pooling})
     t0 = time.time()
     aug = with_text_only(train_s, text_only_frac, seed)
-    xtr = pooled_features(m, proc, aug, labels, pooling, feature_batch, progress, max_length)
-    xva = pooled_features(m, proc, val_s, labels, pooling, feature_batch, progress, max_length)
+    feats = features or (lambda ss: pooled_features(m, proc, ss, labels, pooling, feature_batch, progress, max_length))
+    xtr, xva = feats(aug), feats(val_s)
     ytr = torch.tensor([registry.label(s['adapter']) for s in aug]); yva = torch.tensor([registry.label(s['adapter']) for s in val_s])
     pooling, xtr, xva, choice = choose_pooling(pooling, xtr, ytr, xva, yva, len(labels), hidden, epochs, batch_size, lr, seed)
     t_feat = time.time() - t0
@@ -461,9 +469,35 @@ def find_router(path:str|Path, # a router-head.pt, its directory, a router-LoRA 
 
 def run_adapter_dirs(p:Path)->list:
     "Where a run keeps its adapter: itself, `final/`, then `checkpoint-N/` (also under `checkpoints/`), highest N first"
+    return [p, p/'final', *complete_checkpoints(p)]
+
+def weights_whole(f:Path)->bool:
+    "Whether a `.safetensors` file is whole: its header parses and its last tensor ends where the file does"
+    try:
+        with open(f, 'rb') as fh:
+            n = int.from_bytes(fh.read(8), 'little')
+            if n > f.stat().st_size: return False
+            head = json.loads(fh.read(n))
+        end = max([v['data_offsets'][1] for k, v in head.items() if k != '__metadata__'] or [0])
+        return f.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError): return False
+
+def checkpoint_complete(c:Path,             # a `checkpoint-N` directory
+                        resumable:bool=False, # also the Trainer's state, to resume from
+                       )->bool:
+    "Whether a checkpoint was saved whole: its adapter config and whole weights (and `trainer_state.json`, to resume)"
+    w = next((c/x for x in WEIGHT_FILES if (c/x).is_file()), None)
+    return ((c/'adapter_config.json').is_file() and w is not None and (w.suffix != '.safetensors' or weights_whole(w))
+            and (not resumable or (c/'trainer_state.json').is_file()))
+
+def complete_checkpoints(p:Path, resumable:bool=False)->list:
+    "A run's `checkpoint-N/` (also under `checkpoints/`), highest N first; one cut off mid-save is skipped, with a warning"
     step = lambda c: int(c.name.split('-')[1]) if c.name.split('-')[1].isdigit() else -1
-    cks = sorted([*p.glob('checkpoint-*'), *p.glob('checkpoints/checkpoint-*')], key=step, reverse=True)
-    return [p, p/'final', *cks]
+    cks = sorted([c for c in [*Path(p).glob('checkpoint-*'), *Path(p).glob('checkpoints/checkpoint-*')] if c.is_dir()], key=step, reverse=True)
+    ok = [c for c in cks if checkpoint_complete(c, resumable)]
+    for c in cks:
+        if c not in ok: print(f"warning: {c}: incomplete checkpoint (cut off mid-save), skipped", file=sys.stderr)
+    return ok
 
 WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin')
 
@@ -475,7 +509,7 @@ def check_adapter_dir(d:str|Path,          # a PEFT adapter directory
     if not cf.is_file():
         raise ConfigError(f"{what}: no adapter_config.json in {d} ({cf} not found); point at a PEFT adapter directory "
                           "(one saved with save_pretrained) or its training run")
-    try: cfg = json.loads(cf.read_text())
+    try: cfg = json.loads(read_text(cf))
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ConfigError(f"{what}: {cf} is not valid JSON ({e}); re-save the adapter") from None
     if not isinstance(cfg, dict) or 'peft_type' not in cfg:
         raise ConfigError(f"{what}: {cf} has no 'peft_type'; it is not a PEFT adapter config")
@@ -487,12 +521,12 @@ def check_adapter_dir(d:str|Path,          # a PEFT adapter directory
 def read_router_json(d:Path)->dict:
     "A router LoRA's `router.json`, with the fields loading needs"
     f = Path(d)/'router.json'
-    try: info = json.loads(f.read_text())
+    try: info = json.loads(read_text(f))
     except (OSError, json.JSONDecodeError) as e: raise ConfigError(f"{f}: unreadable ({e})") from None
     miss = [k for k in ('labels', 'base_model_id') if not (isinstance(info, dict) and info.get(k))]
     if miss: raise ConfigError(f"{f}: field {', '.join(map(repr, miss))} missing; it says which base model and labels the router "
                                "LoRA was trained with; retrain it or add the field")
-    return info
+    return check_router_record(info, f, prompt_versions=(PROMPT_VERSION,))
 
 def router_info(path:str|Path, # a router checkpoint, as `find_router` accepts
                 labels:str|list=None, # an original router LoRA's labels (`--labels`), see `original_lora_info`
@@ -616,6 +650,7 @@ def _callbacks(ev, patience, min_delta, tb_dir, on_checkpoint, log)->tuple:
         def on_save(self, args, state, control, **kw):
             d = Path(args.output_dir)/f'checkpoint-{state.global_step}'
             if on_checkpoint and d.is_dir(): atomic_write_json(d/'router.json', on_checkpoint(state.global_step))
+            if d.is_dir(): follow_umask(d)   # the Trainer's safetensors are 0600 whatever the umask
     cbs, writer = ([EarlyStoppingCallback(patience, min_delta)] if ev else []) + [Guard()], None
     if tb_dir:
         from torch.utils.tensorboard import SummaryWriter
@@ -659,8 +694,9 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
     from peft import get_peft_model
     from trl import SFTTrainer
     out = Path(out); cuda = torch.cuda.is_available()
-    if resume and not list((out/'checkpoints').glob('checkpoint-*')):
-        raise ConfigError(f"{out/'checkpoints'}: no checkpoint to resume from; train again without --resume")
+    last = complete_checkpoints(out/'checkpoints', resumable=True)[:1] if resume else []
+    if resume and not last:
+        raise ConfigError(f"{out/'checkpoints'}: no complete checkpoint to resume from; train again without --resume")
     pm = get_peft_model(copy.deepcopy(model), lora or lora_config())
     pm.print_trainable_parameters = lambda *a, **k: None
     ev = bool(val_items)
@@ -677,7 +713,7 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
     _quiet_trainer(tr); t0 = time.time()
     try:
         with quiet_hf(), warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning); res = tr.train(resume_from_checkpoint=True if resume else None)
+            warnings.simplefilter('ignore', FutureWarning); res = tr.train(resume_from_checkpoint=str(last[0]) if last else None)
     except KeyboardInterrupt:   # a checkpoint cut off mid-save is not a checkpoint: only complete ones stay
         if on_checkpoint: [shutil.rmtree(c) for c in (out/'checkpoints').glob('checkpoint-*') if not (c/'router.json').is_file()]
         raise
@@ -769,7 +805,7 @@ def save_adapter(pm, final:Path, info:dict, name:str='router.json'):
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final, overwrite=True) as tmp:
         with quiet_hf(): pm.save_pretrained(str(tmp), save_embedding_layers=False)
-        atomic_write_json(tmp/name, info)
+        atomic_write_json(tmp/name, info); follow_umask(tmp)   # PEFT writes its weights 0600
     return final
 
 def train_router_lora(dataset_dir:str=None,    # routing dataset directory
@@ -829,6 +865,57 @@ ROUTER_DEFAULTS = dict(
     head=dict(epochs=100, lr=1e-4, out=None, flags=('pooling', 'max_length')),
     lora=dict(epochs=3, lr=2e-4, out='/output/router-lora',
               flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora', 'resume')))
+
+# %% ../nbs/03_train_modal.ipynb #d87954f2
+def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `--epochs` and `--lr`
+                        batch_size:int=8, patience:int=5, min_delta:float=0.0, seed:int=0, max_length:int=None,
+                        **kw): # the other flags (not checked here)
+    "Refuse numbers training cannot use: not finite, out of range, or a fraction of an epoch for the head"
+    for flag, v in (('--epochs', epochs), ('--lr', lr), ('--min-delta', min_delta)):
+        if not math.isfinite(v): raise ConfigError(f"{flag} {v} must be a finite number")
+    for flag, v in (('--epochs', epochs), ('--batch-size', batch_size), ('--lr', lr)):
+        if not v > 0: raise ConfigError(f"{flag} {v:g} must be greater than 0")
+    if router == 'head' and epochs != int(epochs):
+        raise ConfigError(f"--epochs {epochs:g}: the head trains whole epochs; give a whole number (a router LoRA takes fractions)")
+    if patience < 1: raise ConfigError(f"--patience {patience} must be at least 1 (evaluations without improvement)")
+    if min_delta < 0: raise ConfigError(f"--min-delta {min_delta:g} must be 0 or more (an improvement of eval loss)")
+    if not 0 <= seed < 2**32: raise ConfigError(f"--seed {seed} must be between 0 and 2**32-1")
+    if max_length is not None and max_length < 1: raise ConfigError(f"--max-length {max_length} must be at least 1")
+
+def train_kwargs(router:str,  # 'head' or 'lora'
+                 epochs,      # `--epochs`, or None for the kind's default
+                 lr,          # `--lr`, or None for the kind's default
+                 out,         # `--out`, or None for the kind's default
+                 **kw,        # every other flag
+                )->dict:      # arguments of `train_head` / `train_router_lora`
+    "The training arguments of the flags: the router kind's defaults filled in, its own flags kept, bad values refused"
+    d = ROUTER_DEFAULTS.get(router, ROUTER_DEFAULTS['head'])
+    epochs = d['epochs'] if epochs is None else epochs
+    lr = d['lr'] if lr is None else lr
+    check_train_numbers(router, epochs, lr, **kw)
+    others = {f for k in ROUTER_DEFAULTS.values() for f in k['flags']} - set(d['flags'])
+    kw = {k: v for k, v in kw.items() if k not in others}
+    return dict(kw, epochs=int(epochs) if router == 'head' else epochs, lr=lr, out=out or d['out'])
+
+# %% ../nbs/03_train_modal.ipynb #7e5a0002
+ROUTE_BY = ('score', 'generate')   # a router LoRA's way to route: score each adapter name, or generate freely (seed 002's way)
+
+def check_route_by(route_by:str, # `--route-by`
+                  )->dict:       # `load_router` arguments for it
+    "`--route-by`: `score` or `generate`, as `load_router`'s `method`"
+    if route_by not in ROUTE_BY: raise ConfigError(f"--route-by {route_by!r}: use one of {', '.join(ROUTE_BY)}")
+    return dict(method=route_by)
+
+def save_train_results(res:dict,        # what `train_head` / `train_router_lora` returned
+                       router:str,      # 'head' or 'lora'
+                       run_name:str=None, dataset_name:str=None, # seed 002's names of the run
+                      )->Path:          # the file written
+    "Write `train-results.json` beside the run's checkpoint"
+    p = Path(res['path']).parent/'train-results.json'
+    atomic_write_json(p, dict(run_name=run_name or p.parent.name, dataset_name=dataset_name, router=router, path=res['path'],
+                              finished_at=datetime.now().isoformat(timespec='seconds'),
+                              metrics={k: v for k, v in res.items() if k not in ('history', 'path')}))
+    return p
 
 # %% ../nbs/03_train_modal.ipynb #5b2ec76e
 @contextmanager

@@ -224,7 +224,8 @@ def ds_missing_image(w, tmp, split='test'):
     "A copy of the routing dataset whose expert screenshots live in a copy with one `split` screenshot deleted"
     ex = tmp/'experts'; shutil.copytree(w['root']/'experts', ex)
     d = ds_copy(w, tmp)
-    m = json.loads((d/'metadata.json').read_text()); m['image_roots'] = [str(ex)]; (d/'metadata.json').write_text(json.dumps(m))
+    m = json.loads((d/'metadata.json').read_text()); m['image_roots'] = [str(ex)]; m['dataset_roots'] = {k: str(ex) for k in m['dataset_roots']}
+    (d/'metadata.json').write_text(json.dumps(m))
     first = next(json.loads(l) for l in lines(d/f'{split}.jsonl') if json.loads(l).get('image'))
     (ex/first['image']).unlink(); return d
 
@@ -261,6 +262,49 @@ def train_args(w, tmp, *extra, ds=None):
 def eval_args(w, tmp, *extra, ds=None, router=None):
     return ['moe-router-eval', '--router', str(router or w['head']), '--dataset-dir', str(ds or w['ds']), '--out', str(tmp/'out'),
             '--no-baseline', *extra]
+
+def image(p, w, h, mode='RGB', fmt='PNG'):
+    "An image file of `w` x `h` pixels (mode '1' keeps a huge one small and quick)"
+    from PIL import Image
+    p = Path(p); p.parent.mkdir(parents=True, exist_ok=True); Image.new(mode, (w, h)).save(p, fmt); return p
+
+def eps(p): return touch(p, '%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n')
+
+def latin1(p, text): p = Path(p); p.parent.mkdir(parents=True, exist_ok=True); p.write_bytes(text.encode('latin-1')); return p
+
+def head_variant(w, tmp, n_out=None, **info):
+    "A copy of the trained head with `info` fields replaced, or a head of `n_out` outputs under the same labels"
+    import torch
+    from moe_router.routers import RouterHead, save_head, load_head_checkpoint
+    ck = load_head_checkpoint(w['head']); meta = {k: v for k, v in ck.items() if k not in ('state_dict', 'format', 'd_in', 'hidden', 'n_out')}
+    head = RouterHead(ck['d_in'], n_out or ck['n_out'], ck['hidden']).eval()
+    if not n_out: head.load_state_dict(ck['state_dict'])
+    return save_head(tmp/'router-head.pt', head, {**meta, **info})
+
+def strip_fingerprints(ls):
+    "Routing records as an older build wrote them: no screenshot size or hash"
+    return [json.dumps({k: v for k, v in json.loads(l).items() if k not in ('image_bytes', 'image_sha256')}) for l in ls]
+
+def ds_changed_image(w, tmp, split='train', new=None, strip=False):
+    "A copy of the routing dataset whose first `split` screenshot (in a copy of the experts) is replaced by `new(path)`"
+    d = ds_missing_image(w, tmp, split)
+    first = next(json.loads(l) for l in lines(d/f'{split}.jsonl') if json.loads(l).get('image'))
+    new(tmp/'experts'/first['image'])
+    if strip: write_lines(d/f'{split}.jsonl', strip_fingerprints(lines(d/f'{split}.jsonl')))
+    return d
+
+def task_adapter(w, tmp, task):
+    "A copy of the fake calendar adapter with `task.json` = `task`"
+    a = tmp/'task-adapter'; shutil.copytree(w['adapters']/'calendar', a); (a/'task.json').write_text(json.dumps(task)); return a
+
+def demo_run(user_file):
+    "A setup step: a finished demo run directory (manifest included) holding one file of the user's, `user_file`"
+    def pre(t):
+        run = t/'run'; touch(run/'demo.json', '{}'); touch(run/'task'/'calendar'/'final'/'adapter_model.safetensors')
+        files = ['demo.json', 'task/calendar/final/adapter_model.safetensors']
+        touch(run/'.moe-router-demo', json.dumps(dict(written_by='moe-router-demo', files=files)))
+        touch(run/user_file, 'mine')
+    return pre
 
 def previous(path, text='{"previous": "results"}'):
     "A setup step: an earlier run's output file, which a failed run must leave unchanged"
@@ -403,7 +447,7 @@ CASES = [
     case('infer: missing image file', lambda w, t: infer_args(w, t, loras(w, t), '--image', t/'shot.png'), r'shot\.png: image file not found',
          outputs=('out.json',)),
     case('infer: an image file that is not an image', lambda w, t: infer_args(w, t, base_loras(w, t), '--image', touch(t/'shot.png', 'not a png')),
-         r'cannot read image \S*shot\.png', outputs=('out.json',)),
+         r'\S*shot\.png does not decode to an image', outputs=('out.json',)),
     case('infer: truncated router-head.pt', lambda w, t: infer_args(w, t, base_loras(w, t), router=truncated_head(w, t)),
          r'router-head\.pt: cannot read router head checkpoint', outputs=('out.json',)),
     case('infer: router LoRA with a corrupt adapter_config.json', lambda w, t: infer_args(w, t, base_loras(w, t), router=router_lora(w, t, '{"base_model')),
@@ -416,6 +460,72 @@ CASES = [
          '--dataset-dir', w['ds'], '--max-samples', '-1', '--json-out', t/'out.json'], r'--max-samples', outputs=('out.json',)),
     case('infer: --max-new-tokens -5', lambda w, t: infer_args(w, t, base_loras(w, t), '--max-new-tokens', '-5'), r'--max-new-tokens',
          outputs=('out.json',)),
+    # --- the second round of hostile input (issue 22) -----------------------------------------------------------
+    case('generate: the same dataset given for two experts', lambda w, t: ['moe-router-generate', '--calendar-dataset', w['experts']['calendar'],
+         '--claim-window-dataset', w['experts']['calendar'], '--provider-select-dataset', w['experts']['provider-select'],
+         '--output-dir', t/'out', '--no-progress'], r"'calendar' and 'claim-window' are both given the dataset \S*calendar"),
+    case('generate: adapters.yaml that is not UTF-8', lambda w, t: gen_args(w, t, w['experts']['calendar'], '--config',
+         latin1(t/'adapters.yaml', GOOD_REG.replace('claim-window: {label: 1}', 'claim-window: {label: 1, description: café}'))),
+         r'adapters\.yaml:3: not UTF-8 \(byte 0xe9'),
+    case('generate: labels of mixed types in adapters.yaml', with_reg(GOOD_REG.replace('claim-window: {label: 1}', 'claim-window: {label: one}')),
+         r'adapters\.yaml: labels must be integers'),
+    case('generate: --output-dir under /proc', gen(out='/proc/moe-router/out'), r'--output-dir /proc/moe-router/out: /proc is not writable',
+         outputs=()),
+    case('train: a routing record without text', lambda w, t: train_args(w, t, ds=ds_edit('train', edit_record(2, lambda r: r.pop('text')))(w, t)),
+         r"ds/train\.jsonl:2: field 'text': missing or empty"),
+    case('train: a routing record whose image path leaves the roots (../)', lambda w, t: train_args(w, t,
+         ds=ds_edit('train', edit_record(2, lambda r: r.update(image='../../../etc/x.png')))(w, t)),
+         r"ds/train\.jsonl:2: field 'image': '\.\./\.\./\.\./etc/x\.png' leaves the image roots"),
+    case('train: a screenshot that changed since the build', lambda w, t: train_args(w, t, ds=ds_changed_image(w, t, new=lambda p: image(p, 41, 29))),
+         r"sample \S+: image \S+\.png (has \d+ bytes, the dataset recorded \d+|is not the file the dataset was built from)"),
+    case('train: a 1x3000 screenshot', lambda w, t: train_args(w, t, ds=ds_changed_image(w, t, new=lambda p: image(p, 1, 3000), strip=True)),
+         r"cannot read image \S+\.png \(the file is 1x3000 pixels, an aspect ratio over 200:1"),
+    case('train: --dropout 2', lambda w, t: train_args(w, t, '--router', 'lora', '--dropout', '2'), r'--dropout 2 must be at least 0 and below 1'),
+    case('train: --r 0', lambda w, t: train_args(w, t, '--router', 'lora', '--r', '0'), r'--r 0 must be at least 1 \(the LoRA rank\)'),
+    case('train: --grad-accum 0', lambda w, t: train_args(w, t, '--router', 'lora', '--grad-accum', '0'), r'--grad-accum 0 must be at least 1'),
+    case('train: --alpha -5', lambda w, t: train_args(w, t, '--router', 'lora', '--alpha', '-5'), r'--alpha -5 must be a number greater than 0'),
+    case('train: --out under /proc', lambda w, t: ['moe-router-train', '--dataset-dir', w['ds'], '--model', 'tiny', '--out', '/proc/moe-router/head'],
+         r'--out /proc/moe-router/head: /proc is not writable', outputs=()),
+    case('eval: router head whose labels are swapped against its label_map', lambda w, t: eval_args(w, t, router=head_variant(w, t,
+         label_map={'calendar': 1, 'claim-window': 0, 'provider-select': 2, 'ocr': 3})), r"router-head\.pt: field 'label_map'"),
+    case('eval: router head with more outputs than labels', lambda w, t: eval_args(w, t, router=head_variant(w, t, n_out=5)),
+         r"router-head\.pt: field 'n_out': the head has 5 outputs for 4 labels"),
+    case('eval: router head with a duplicate label', lambda w, t: eval_args(w, t, router=head_variant(w, t,
+         labels=['calendar', 'calendar', 'provider-select', 'ocr'], label_map=None)), r"router-head\.pt: field 'labels': \['calendar'\] repeated"),
+    case('eval: router head with an unknown prompt version', lambda w, t: eval_args(w, t, router=head_variant(w, t, prompt_version='router-v0')),
+         r"router-head\.pt: field 'prompt_version': 'router-v0'"),
+    case('eval: --out under /proc', lambda w, t: ['moe-router-eval', '--router', w['head'], '--dataset-dir', w['ds'], '--out', '/proc/moe-router/eval'],
+         r'--out /proc/moe-router/eval: /proc is not writable', outputs=()),
+    case('infer: loras.json that is not UTF-8', lambda w, t: infer_args(w, t, latin1(t/'loras.json', '{"calendar": "base",\n "ocr": "café"}')),
+         r'loras\.json:2: not UTF-8 \(byte 0xe9', outputs=('out.json',)),
+    case('infer: --json-out is a directory', lambda w, t: infer_args(w, t, base_loras(w, t), '--json-out', (t/'res').mkdir() or t/'res'),
+         r'--json-out \S*res: is a directory', outputs=()),
+    case('infer: a 1x3000 screenshot', lambda w, t: infer_args(w, t, base_loras(w, t), '--image', image(t/'shot.png', 1, 3000)),
+         r'shot\.png is 1x3000 pixels, an aspect ratio over 200:1', outputs=('out.json',)),
+    case('infer: a 49-megapixel screenshot (the server refuses it too)', lambda w, t: infer_args(w, t, base_loras(w, t), '--image',
+         image(t/'big.png', 7000, 7000, mode='1')), r'big\.png is 7000x7000 pixels, more than 40000000', outputs=('out.json',)),
+    case('infer: an EPS as the screenshot', lambda w, t: infer_args(w, t, base_loras(w, t), '--image', eps(t/'shot.eps')),
+         r'shot\.eps does not decode to an image', outputs=('out.json',)),
+    case('infer: router LoRA whose router.json swaps its label map', lambda w, t: infer_args(w, t, base_loras(w, t), router=router_lora(w, t,
+         json.dumps({'base_model_name_or_path': 'tiny', 'peft_type': 'LORA'}),
+         info={**w['router_info'], 'label_map': {'calendar': 1, 'claim-window': 0, 'provider-select': 2, 'ocr': 3}})),
+         r"router-lora/final/router\.json: field 'label_map'", outputs=('out.json',)),
+    case('infer: task adapter whose task.json has an unknown prompt version', lambda w, t: infer_args(w, t, loras(w, t,
+         calendar=str(task_adapter(w, t, {'kind': 'task', 'base_model_id': 'tiny', 'prompt_version': 'task-v0'})))),
+         r"task-adapter/task\.json: field 'prompt_version': 'task-v0'", outputs=('out.json',)),
+    case('infer: a run whose only checkpoint was cut off mid-save', lambda w, t: infer_args(w, t, loras(w, t,
+         calendar=str(touch(t/'run'/'checkpoint-5'/'adapter_config.json', '{"peft_type": "LORA"}').parent.parent))),
+         r"checkpoint-5: incomplete checkpoint \(cut off mid-save\), skipped.*adapter 'calendar': no adapter_config\.json in \S*run",
+         outputs=('out.json',)),
+    case('eval: --out holding a file an evaluation does not write', lambda w, t: eval_args(w, t), r'out: holds files an evaluation does not write \(notes\.txt\)',
+         outputs=(), pre=previous('out/notes.txt', 'mine')),
+    case('demo: --out ""', lambda w, t: ['moe-router-demo', '--out', '', '--quick'], r'--out is empty', outputs=()),
+    case('demo: a user file deep inside task/ of a demo run', lambda w, t: ['moe-router-demo', '--out', t/'run', '--quick'],
+         r'holds files the demo did not write \(task/my_adapter\.safetensors\)', outputs=(), pre=demo_run('task/my_adapter.safetensors')),
+    case('demo: a hidden file of the user named like a temporary one', lambda w, t: ['moe-router-demo', '--out', t/'run', '--quick'],
+         r'holds files the demo did not write \(task/\.x\.y\.tmp\)', outputs=(), pre=demo_run('task/.x.y.tmp')),
+    case('demo: a hidden file of the user named like a partial one', lambda w, t: ['moe-router-demo', '--out', t/'run', '--quick'],
+         r'holds files the demo did not write \(\.notes\.partial-1\)', outputs=(), pre=demo_run('.notes.partial-1')),
 ]
 
 def params():
@@ -504,6 +614,26 @@ def test_explorer_missing_image_placeholder(world, request):
     assert PLACEHOLDER in html and html.count('data:image/jpeg;base64,') >= 1
     explore(ev)   # builds without raising, with or without a kernel
     record(request, 'explorer: missing screenshot -> placeholder', 0, True)
+
+def test_eval_into_a_used_out_replaces_it(world, tmp_path, run, request):
+    "A second evaluation into the same --out replaces the first whole: no stale comparison files, and the explorer loads it"
+    from moe_router.explore import Explorer
+    first = run(eval_args(world, tmp_path)[:-1], tmp_path)            # with the TF-IDF baseline: comparison files
+    assert first.returncode == 0 and (tmp_path/'out'/'comparison.json').is_file(), first.stderr[-2000:]
+    second = run(eval_args(world, tmp_path), tmp_path)                # --no-baseline: no comparison
+    left = sorted(p.name for p in (tmp_path/'out').iterdir())
+    ok = second.returncode == 0 and 'comparison.json' not in left and 'compare' not in left
+    record(request, 'eval into a used --out: replaced whole', second.returncode, ok)
+    assert ok, (second.returncode, left, second.stderr[-2000:])
+    assert Explorer.from_dir(tmp_path/'out').ev.name and not list(tmp_path.glob('.out.*'))
+
+def test_explorer_export_stays_in_its_run(tmp_path, request):
+    "Labels from router-eval.json cannot steer the export file outside the run"
+    from moe_router.explore import export_path
+    p = export_path(tmp_path/'run', 'head', '../../../../x', '..')
+    inside = p.parent == tmp_path/'run'/'exports'
+    record(request, 'explorer export: a label of ../../../../x stays in exports/', 0, inside)
+    assert inside, p
 
 # ---------------------------------------------------------------------------------------------------------------
 # Killed mid-build, and the same seed twice
