@@ -6,17 +6,19 @@ Docs: https://moe-router.github.io/moe_router/cost.html.md"""
 
 # %% auto #0
 __all__ = ['score_outputs', 'expert_domain_accuracy', 'expected_accuracy', 'misroute_cost', 'end_to_end', 'costly_misroutes',
-           'cost_figure']
+           'cost_figure', 'click_figure', 'cost_bars', 'cost_view_html']
 
 # %% ../nbs/04b_cost.ipynb #5ed80536
-import json
+import base64, html, json
 from collections import Counter
 from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 from tqdm.auto import tqdm
 from .config import ConfigError, DatasetError
-from .evaluate import RouterEval, Table, heatmap, _r4
+from .datagen import parse_tool_call
+from .evaluate import RouterEval, Table, heatmap, fig_png, _r4
 
 # %% ../nbs/04b_cost.ipynb #7ad25d87
 def score_outputs(outputs:list,     # generated answers, one per sample
@@ -138,3 +140,70 @@ def cost_figure(costm:dict,       # from `expert_domain_accuracy`
                 title=f"points lost: expected {e2e['expected']:.1%} vs oracle {e2e['oracle']:.1%}", xlabel='routed to', ylabel='gold')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/04b_cost.ipynb #83d21363
+def _png_img(png:bytes, alt:str)->str: return f"<img alt='{alt}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+def _click_xy(answer:str)->tuple|None:
+    "The coordinate of a tool call on the 0–1000 scale, or None (no tool call, or an action without a click)"
+    try: c = parse_tool_call(answer)['arguments'].get('coordinate')
+    except ValueError: return None
+    return tuple(c) if isinstance(c, (list, tuple)) and len(c) == 2 else None
+
+def _what(answer:str)->str:
+    "A short name for an answer: its action (and keys or text), or 'no tool call'"
+    try: a = parse_tool_call(answer)['arguments']
+    except ValueError: return 'no tool call'
+    extra = a.get('keys') or a.get('text') or a.get('pixels')
+    return f"{a.get('action')}" + (f" {extra}" if extra is not None else '')
+
+def click_figure(image_path:str,     # the request's screenshot
+                 gold:str,           # the gold tool call
+                 answer:str,         # the answered tool call (any text)
+                 title:str='',       # a title, e.g. the instruction and the expert that answered
+                 width:float=4.0,    # figure width in inches
+                )->Figure:
+    "The screenshot with the gold click (green circle) and the answered click (red cross), and a legend saying which is which"
+    with Image.open(image_path) as im: img = np.asarray(im.convert('RGB'))
+    h, w = img.shape[:2]; fig = Figure(figsize=(width, width*h/w + 0.6)); ax = fig.subplots()
+    ax.imshow(img); ax.set_axis_off(); ax.set_title(title, fontsize=8)
+    for ans, style, who in ((gold, dict(marker='o', mfc='none', mec='#1a9850', ms=14, mew=2.5, ls=''), 'gold'),
+                            (answer, dict(marker='x', color='#d73027', ms=12, mew=3, ls=''), 'answer')):
+        xy = _click_xy(ans)
+        lab = f"{who}: {_what(ans)}" + (f" at {list(xy)}" if xy else ' (no click)')
+        ax.plot(*(([xy[0]*w/1000], [xy[1]*h/1000]) if xy else ([], [])), label=lab, **style)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.02), fontsize=7, frameon=False, ncol=1)
+    fig.tight_layout()
+    return fig
+
+
+# %% ../nbs/04b_cost.ipynb #ca98a39d
+def cost_bars(e2e:dict,  # from `end_to_end`
+              n:int=10,  # at most this many cells
+             )->Figure:
+    "Horizontal bars: the misroute cells that cost the most end-to-end points, largest on top"
+    rows = costly_misroutes(e2e, n)
+    fig = Figure(figsize=(5, 0.8 + 0.3*max(1, len(rows)))); ax = fig.subplots()
+    ax.barh([f"{r['gold']} → {r['routed_to']}" for r in rows][::-1], [r['cost_points'] for r in rows][::-1], color='#d73027')
+    ax.set_xlabel('end-to-end points lost'); ax.set_title(f"{e2e['router']}: {e2e['metric']} {e2e['expected']:.1%} vs oracle {e2e['oracle']:.1%}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+def cost_view_html(e2e:dict,          # from `end_to_end`
+                   cases:dict=None,   # `{(gold, routed_to): [(image_path, gold answer, answer, instruction), ...]}` to draw under each cell
+                   n:int=10,          # at most this many cells
+                   per_cell:int=3,    # requests drawn per cell
+                  )->str:             # an HTML section, self-contained (images inline)
+    "The cost view: misroute cells ranked by end-to-end points lost (table and bars), each with its requests' clicks drawn"
+    esc, rows = html.escape, costly_misroutes(e2e, n)
+    parts = [f"<section class='mr cost-view'><h2>What the misroutes cost: {esc(e2e['router'])}</h2>",
+             f"<p>Predicted {e2e['metric']} {e2e['expected']:.1%} against {e2e['oracle']:.1%} with every request at its own expert; "
+             f"each row is one misroute cell's share of the difference.</p>", rows._repr_html_(), _png_img(fig_png(cost_bars(e2e, n)), 'cost bars')]
+    for r in rows:
+        shots = (cases or {}).get((r['gold'], r['routed_to']), [])[:per_cell]
+        if not shots: continue
+        figs = ''.join(_png_img(fig_png(click_figure(p, g, a, f"{t} → {r['routed_to']}")), 'clicks') for p, g, a, t in shots)
+        parts.append(f"<details><summary>{esc(r['gold'])} → {esc(r['routed_to'])}: {r['cost_points']} points, "
+                     f"{len(shots)} request(s) drawn</summary>{figs}</details>")
+    return ''.join(parts) + '</section>'
+

@@ -8,7 +8,7 @@ Docs: https://moe-router.github.io/moe_router/explore.html.md"""
 __all__ = ['PLACEHOLDER', 'CSS', 'THUMBS', 'EVAL_ENTRIES', 'KEPT', 'thumbnail_jpeg', 'thumbnail_uri', 'screen_uri',
            'typical_screen', 'cell_html', 'confusion_html', 'check_comparable', 'write_thumbs', 'read_thumbs',
            'ThumbCache', 'Explorer', 'threshold_view', 'threshold_html', 'disagreements', 'disagreements_html',
-           'run_diff', 'runs_html', 'check_saliency', 'saliency', 'saliency_overlay', 'cell_records', 'export_path',
+           'run_diff', 'runs_html', 'check_saliency', 'saliency', 'saliency_overlay', 'export_path', 'cell_records',
            'explore', 'report_html', 'save_run', 'is_eval_file', 'write_comparison', 'check_eval_out', 'run_eval',
            'confusion_text', 'summary_text']
 
@@ -493,6 +493,12 @@ def _safe(name)->str:
     "A file-name part built from data: separators and odd characters become `_`; never empty, never `..`"
     return re.sub(r'[^\w.-]+', '_', str(name)).strip('._') or '_'
 
+def export_path(source:str|Path|None, # the run directory the explorer was loaded from
+                router:str, gold:str, pred:str, # the router's name and the cell: all from the saved evaluation
+               )->Path:                # `SOURCE/exports/ROUTER--GOLD--PRED.jsonl`
+    "The default export file: each part made file-safe, and the file kept inside `SOURCE/exports`"
+    return confined((Path(source or '.')/'exports').absolute(), '--'.join(map(_safe, (router, gold, pred))) + '.jsonl')
+
 def cell_records(ev:RouterEval,       # an evaluation
                  gold:str, pred:str,  # the confusion cell
                  ascending:bool=False, # least confident first, as the explorer may show it
@@ -503,12 +509,6 @@ def cell_records(ev:RouterEval,       # an evaluation
                  routed=dict(router=ev.name, predicted=r['pred'], confidence=r['confidence'], p_gold=r['p_gold'], runner_up=r['runner_up']))
             for r in ev.cell(gold, pred, ascending)]
 
-def export_path(source:str|Path|None, # the run directory the explorer was loaded from
-                router:str, gold:str, pred:str, # the router's name and the cell: all from the saved evaluation
-               )->Path:                # `SOURCE/exports/ROUTER--GOLD--PRED.jsonl`
-    "The default export file: each part made file-safe, and the file kept inside `SOURCE/exports`"
-    return confined(Path(source or '.')/'exports', '--'.join(map(_safe, (router, gold, pred))) + '.jsonl')
-
 @patch
 def export(self:Explorer, path:str|Path|None=None, # JSONL file; `SOURCE/exports/ROUTER--GOLD--PRED.jsonl` by default
           )->Path:                                 # the file written
@@ -516,7 +516,8 @@ def export(self:Explorer, path:str|Path|None=None, # JSONL file; `SOURCE/exports
     (g, p), name = self.sel, self.ev.name
     recs = cell_records(self.ev, g, p, self.ascending)
     if not recs: raise ValueError(f"{name}: cell {g} → {p} is empty; nothing to export (no file written)")
-    path = Path(path) if path else export_path(self.source, name, g, p)
+    if path is None:
+        path = export_path(self.source, name, g, p)
     from moe_router.config import write_jsonl
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return Path(write_jsonl(path, recs))

@@ -619,12 +619,12 @@ class ListCollator:
     def __call__(self, batch): return self.encode(self.processor, [self.items[b['idx']] for b in batch])
 
 # %% ../nbs/03_train_modal.ipynb #4fe933dc
-def _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps, progress, seed, cuda):
+def _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps, progress, seed, cuda, scheduler='constant_with_warmup'):
     "TRL `SFTConfig` for `sft_lora`: our collator, no dataset preparation, best checkpoint by eval loss, resumable checkpoints"
     from trl import SFTConfig
     return SFTConfig(output_dir=str(out/'checkpoints'), per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size, gradient_accumulation_steps=grad_accum, learning_rate=lr,
-        num_train_epochs=epochs, max_steps=max_steps, lr_scheduler_type='constant_with_warmup', warmup_steps=0,
+        num_train_epochs=epochs, max_steps=max_steps, lr_scheduler_type=scheduler, warmup_steps=0,
         eval_strategy='steps' if ev else 'no', eval_steps=eval_steps, save_strategy='steps' if ev else 'no',
         save_steps=eval_steps, save_total_limit=1, save_only_model=False, load_best_model_at_end=ev,
         metric_for_best_model='eval_loss', greater_is_better=False, logging_steps=max(1, eval_steps//2),
@@ -688,6 +688,7 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
              on_checkpoint=None,     # `on_checkpoint(step)` -> dict written as `router.json` into each checkpoint
              resume:bool=False,      # continue from the last checkpoint in `{out}/checkpoints`
              log=None,               # where one line per evaluation goes (None: silent)
+             scheduler:str='constant_with_warmup', # the learning-rate schedule (transformers' `lr_scheduler_type`)
             )->tuple:                # (trained PeftModel, metrics dict)
     "Train a LoRA with TRL's `SFTTrainer` on `encode`d rows; keep the best checkpoint by eval loss"
     import copy
@@ -702,7 +703,7 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
     ev = bool(val_items)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
-        args = _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps, progress, seed, cuda)
+        args = _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps, progress, seed, cuda, scheduler)
     cbs, writer = _callbacks(ev, patience, min_delta, tb_dir, on_checkpoint, log)
     rows = list(train_items) + list(val_items or [])
     with warnings.catch_warnings():

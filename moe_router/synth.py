@@ -8,11 +8,14 @@ Docs: https://moe-router.github.io/moe_router/ocr_synth.html.md"""
 __all__ = ['SYSTEM_PROMPTS', 'CAL_SIZE', 'WEEKDAYS', 'CLAIM_SIZE', 'PROVIDERS', 'PROCEDURES', 'STATUSES', 'PLANS', 'TOOTH',
            'GRID_COLS', 'GRID_BOX', 'GRID_ROW_H', 'GRID_ROWS', 'DAY_TEMPLATES', 'NAV_TEMPLATES', 'SCROLL_TEMPLATES',
            'SCROLL_EXTRA', 'FIELD_TEMPLATES', 'BUTTON_TEMPLATES', 'ROW_TEMPLATES', 'CLAIM_FIELDS', 'CLAIM_BUTTONS',
-           'LOOKALIKE_LISTS', 'PROVIDER_TEMPLATES', 'SCENES', 'EXPERTS', 'SHARED_TEMPLATES', 'SHARED_POOL', 'THEMES',
-           'OCR_PROMPTS', 'OCR_REGIONS', 'OCR_FIELDS', 'TOY_LABELS', 'TOY_TEXTS', 'TOY_KEYS', 'to_ru', 'tool_call',
-           'expert_record', 'font', 'text', 'center', 'text_c', 'button', 'field', 'render_calendar', 'claim_state',
-           'draw_claim_header', 'draw_procedures', 'draw_claim_footer', 'draw_dropdown', 'render_claim',
-           'calendar_scene', 'claim_scene', 'provider_scene', 'check_frac', 'expert_records', 'write_expert_dataset',
+           'LOOKALIKE_LISTS', 'PROVIDER_TEMPLATES', 'SCENES', 'EXPERTS', 'DESKTOP', 'ORDINALS', 'SHARED_SKILLS',
+           'WEEK_TEMPLATES', 'CAL_KEYS', 'NOTES', 'NOTE_TEMPLATES', 'PICK_TEMPLATES', 'PROVIDER_KEYS',
+           'FILTER_TEMPLATES', 'TASK_SETS', 'SHARED_TEMPLATES', 'SHARED_POOL', 'THEMES', 'OCR_PROMPTS', 'OCR_REGIONS',
+           'OCR_FIELDS', 'TOY_LABELS', 'TOY_TEXTS', 'TOY_KEYS', 'to_ru', 'tool_call', 'expert_record', 'font', 'text',
+           'center', 'text_c', 'button', 'field', 'render_calendar', 'claim_state', 'draw_claim_header',
+           'draw_procedures', 'draw_claim_footer', 'draw_dropdown', 'render_claim', 'calendar_scene', 'claim_scene',
+           'provider_scene', 'jitter_screen', 'shared_skill', 'cal_cell', 'calendar_skill', 'claim_skill',
+           'provider_skill', 'skill_task', 'check_frac', 'expert_records', 'write_expert_dataset',
            'make_synthetic_experts', 'claimhawk_sample', 'shared_task', 'vary_screen', 'ocr_prompt', 'ocr_samples',
            'instruction_pairs', 'hard_pairs', 'toy_split', 'keyword_probs']
 
@@ -327,6 +330,7 @@ def calendar_scene(rng:random.Random, # random source
                 nY=nxt.year, pY=prv.year, Month=_cal.month_name[m], Y1=y+1, Y0=y-1)
         return dict(instruction=s, action='left_click', xy=lay[name], task_type=f'click_{name}', meta=meta)
     task.targets = dict(highlighted=lay[sel], items=[lay[date(y, m, k)] for k in range(1, nd+1)])
+    task.lay = lay   # for the skills
     return img, task
 
 # %% ../nbs/02_ocr_synth.ipynb #2bb44d2b
@@ -381,6 +385,7 @@ def claim_scene(rng:random.Random, # random source
     rows = [center(lay[f"row{r['num']}"]) for r in vis]
     task.targets = (dict(highlighted=center(lay[f'option:{dd[2]}']), items=[center(lay[f'option:{n}']) for n in dd[1]]) if dd
                     else dict(highlighted=center(lay[f"row{st['sel']}"]) if hard else rows[0], items=rows))
+    task.lay = lay   # for the skills
     return img, task
 
 # %% ../nbs/02_ocr_synth.ipynb #83672fbe
@@ -406,10 +411,144 @@ def provider_scene(rng:random.Random, # random source
                     meta=dict(field_name=f'{fname}_provider', provider=nm))
     opts = [center(lay[f'option:{n}']) for n in names]
     task.targets = dict(highlighted=center(lay[f'option:{hi}']) if hi else opts[0], items=opts)
+    task.lay, task.names = lay, names   # for the skills
     return img, task
 
 SCENES = {'calendar': calendar_scene, 'claim-window': claim_scene, 'provider-select': provider_scene}
 EXPERTS = list(SCENES)
+
+# %% ../nbs/02_ocr_synth.ipynb #aed1a8af
+DESKTOP = (58, 70, 92)
+
+def jitter_screen(img:Image.Image,   # a rendered screenshot
+                  rng:random.Random, # random source
+                  frac:float=0.05,   # the largest margin, as a fraction of the screen's width or height
+                 )->tuple:           # (new image, function mapping old pixel (x, y) to new)
+    "Per-sample layout jitter: the screen on a desktop with random margins of up to `frac` of its size on each side"
+    W, H = img.size; l, t, r, b = (rng.randint(0, round(s*frac)) for s in (W, H, W, H))
+    out = Image.new('RGB', (W+l+r, H+t+b), DESKTOP); out.paste(img, (l, t))
+    return out, lambda xy: (xy[0]+l, xy[1]+t)
+
+
+# %% ../nbs/02_ocr_synth.ipynb #c8372ba1
+ORDINALS = ['first', 'second', 'third', 'fourth', 'fifth']
+SHARED_SKILLS = {'submit': ['Click Submit', 'Submit this', 'Press Submit'],
+                 'next': ['Go to the next page', 'Show the next page', 'Next page'],
+                 'back': ['Go back', 'Go back one page', 'Back'],
+                 'cancel': ['Cancel', 'Cancel this', 'Dismiss it'],
+                 'row': ['Open the {ord} row', 'Click the {ord} row', 'Select the {ord} row']}
+
+def _click(xy, tt, **meta): return dict(action='left_click', xy=tuple(xy), task_type=tt, meta=meta)
+def _key(k, tt, **meta): return dict(action='key', xy=None, args=dict(keys=[k]), task_type=tt, meta=meta)
+def _type(s, tt, **meta): return dict(action='type', xy=None, args=dict(text=s), task_type=tt, meta=meta)
+def _scroll(xy, px, tt, **meta): return dict(action='scroll', xy=tuple(xy), args=dict(pixels=px), task_type=tt, meta=meta)
+
+def shared_skill(rng:random.Random, # random source (the same stream gives the same instruction on every expert)
+                )->tuple:           # ((skill, row index), instruction)
+    "An instruction from the pool every expert answers in its own way"
+    key = rng.choice(list(SHARED_SKILLS)); k = rng.randrange(3)
+    return (key, k), rng.choice(SHARED_SKILLS[key]).format(ord=ORDINALS[k])
+
+
+# %% ../nbs/02_ocr_synth.ipynb #5d083e4a
+WEEK_TEMPLATES = ['Click {wd} in the {ord} week', "Select the {ord} week's {wd}", 'Pick {wd} of week {k}', 'Click the {wd} in row {k}']
+CAL_KEYS = {'Return': ['Confirm the date', 'Press Enter to accept the date', 'Accept this date'],
+            'Escape': ['Close the date picker', 'Close the calendar without choosing', 'Press Escape']}
+
+def cal_cell(r:int, c:int)->tuple: # week row from 0, weekday column from 0 (Sunday)
+    "Pixel center of a day cell of `render_calendar`"
+    return (c*32+16, 67+r*15)
+
+def calendar_skill(lay:dict,          # `render_calendar`'s layout
+                   rng:random.Random, # random source
+                   shared:tuple=None, # `(skill, row)` from `shared_skill`, or None for a calendar task
+                  )->dict:            # a task dict
+    "A calendar skill: a day by week and weekday, a navigation button, or Enter/Escape"
+    if shared:
+        key, k = shared
+        return {'submit': lambda: _key('Return', 'confirm-date'), 'next': lambda: _click(lay['next_month'], 'click_next_month'),
+                'back': lambda: _click(lay['prev_month'], 'click_prev_month'), 'cancel': lambda: _key('Escape', 'close-picker'),
+                'row': lambda: _click(cal_cell(k, 0), 'click_calendar_day', week=k+1, weekday='Sun')}[key]()
+    u = rng.random()
+    if u < 0.5:
+        k, c = rng.randrange(5), rng.randrange(7)
+        s = rng.choice(WEEK_TEMPLATES).format(wd=_cal.day_name[(c+6)%7], ord=ORDINALS[k], k=k+1)
+        return dict(_click(cal_cell(k, c), 'click_calendar_day', week=k+1, weekday=WEEKDAYS[c]), instruction=s)
+    if u < 0.8:
+        name = rng.choices(list(NAV_TEMPLATES), weights=[5, 5, 2, 2, 3, 1, 1])[0]
+        return dict(_click(lay[name], f'click_{name}'), instruction=rng.choice([t for t in NAV_TEMPLATES[name] if '{' not in t]))
+    k = rng.choice(list(CAL_KEYS))
+    return dict(_key(k, 'confirm-date' if k == 'Return' else 'close-picker'), instruction=rng.choice(CAL_KEYS[k]))
+
+
+# %% ../nbs/02_ocr_synth.ipynb #d18d549f
+NOTES = ['Resubmitted with x-rays', 'Patient paid copay', 'Attach narrative', 'Call insurer Monday', 'Secondary pending']
+NOTE_TEMPLATES = ["Type '{n}' in the claim note", 'Write the note: {n}', 'Enter {n} as the claim note']
+
+def claim_skill(lay:dict,          # `render_claim`'s layout
+                rng:random.Random, # random source
+                shared:tuple=None, # `(skill, row)` from `shared_skill`, or None for a claim-window task
+               )->dict:            # a task dict
+    "A claim-window skill: scroll the grid, press a button, or type a claim note"
+    grid = center(lay['grid']); row = lambda k: center((0, 132+k*GRID_ROW_H, 565, 132+(k+1)*GRID_ROW_H))
+    if shared:
+        key, k = shared
+        return {'submit': lambda: _click(center(lay['Send']), 'click-button', button='Send'),
+                'next': lambda: _scroll(grid, 300, 'scroll-grid', scroll_direction='down'),
+                'back': lambda: _scroll(grid, -300, 'scroll-grid', scroll_direction='up'),
+                'cancel': lambda: _click(center(lay['Cancel']), 'click-button', button='Cancel'),
+                'row': lambda: _click(row(k), 'click-procedure-row', row=k+1)}[key]()
+    u = rng.random()
+    if u < 0.4:
+        dr = rng.choice(['down', 'up'])
+        return dict(_scroll(grid, 300 if dr == 'down' else -300, 'scroll-grid', scroll_direction=dr),
+                    instruction=rng.choice(SCROLL_TEMPLATES + SCROLL_EXTRA[dr]).format(dir=dr))
+    if u < 0.75:
+        b = rng.choice(CLAIM_BUTTONS)
+        return dict(_click(center(lay[b]), 'click-button', button=b), instruction=rng.choice(BUTTON_TEMPLATES).format(b=b))
+    n = rng.choice(NOTES)
+    return dict(_type(n, 'type-note'), instruction=rng.choice(NOTE_TEMPLATES).format(n=n))
+
+
+# %% ../nbs/02_ocr_synth.ipynb #8bf4b2de
+PICK_TEMPLATES = ['Choose the {ord} provider in the list', 'Pick option {k} from the dropdown',
+                  'Select the {ord} name in the open list', 'Click the {ord} provider']
+PROVIDER_KEYS = {'Escape': ['Close the dropdown', 'Close the provider list'], 'Down': ['Move down the list', 'Highlight the next provider']}
+FILTER_TEMPLATES = ['Type {n} to filter the list', 'Search the list for {n}', 'Filter providers by {n}']
+
+def provider_skill(lay:dict,          # `render_claim`'s layout with an open list
+                   names:list,        # the names in the open list, top first
+                   rng:random.Random, # random source
+                   shared:tuple=None, # `(skill, row)` from `shared_skill`, or None for a provider-select task
+                  )->dict:            # a task dict
+    "A provider-select skill: choose an option by position, close or move in the list, or type a filter"
+    opt = lambda k: center(lay[f'option:{names[k]}'])
+    if shared:
+        key, k = shared
+        return {'submit': lambda: _key('Return', 'confirm-option'), 'next': lambda: _key('Page_Down', 'page-list'),
+                'back': lambda: _key('Escape', 'close-list'), 'cancel': lambda: _key('Escape', 'close-list'),
+                'row': lambda: _click(opt(k), 'provider-dropdown', option=k+1, provider=names[k])}[key]()
+    u = rng.random()
+    if u < 0.6:
+        k = rng.randrange(5)
+        return dict(_click(opt(k), 'provider-dropdown', option=k+1, provider=names[k]),
+                    instruction=rng.choice(PICK_TEMPLATES).format(ord=ORDINALS[k], k=k+1))
+    if u < 0.8:
+        k = rng.choice(list(PROVIDER_KEYS))
+        return dict(_key(k, 'close-list' if k == 'Escape' else 'move-list'), instruction=rng.choice(PROVIDER_KEYS[k]))
+    n = rng.choice(PROVIDERS)
+    return dict(_type(n, 'filter-list'), instruction=rng.choice(FILTER_TEMPLATES).format(n=n))
+
+def skill_task(expert:str,        # `calendar`, `claim-window` or `provider-select`
+               task,              # the scene's task sampler (its `lay`, and `names` for provider-select)
+               rng:random.Random, # random source
+               shared:tuple=None, # `(skill, row)` from `shared_skill`
+              )->dict:            # a task dict
+    "The skill of `expert` on the scene behind `task`"
+    if expert == 'calendar': return calendar_skill(task.lay, rng, shared)
+    if expert == 'claim-window': return claim_skill(task.lay, rng, shared)
+    return provider_skill(task.lay, task.names, rng, shared)
+
 
 # %% ../nbs/02_ocr_synth.ipynb #138e6adb
 def _check_expert(expert):
@@ -420,12 +559,18 @@ def check_frac(v:float, # a fraction
     "Raise `ConfigError` unless `v` is a number in [0, 1]"
     if not isinstance(v, (int, float)) or not 0 <= v <= 1: raise ConfigError(f"{name} must be between 0 and 1, got {v!r}")
 
-def _next_task(task, rng, seed, split, i, ambiguous_frac):
+TASK_SETS = ('skills', 'classic')
+
+def _next_task(expert, task, rng, seed, split, i, ambiguous_frac, tasks):
     "Record `i`'s task: from the shared pool with probability `ambiguous_frac` (decided per index, so every expert agrees)"
     if ambiguous_frac:
         r = random.Random(f'{seed}-shared-{split}-{i}')
-        if r.random() < ambiguous_frac: return shared_task(task.targets, r)
-    return task(rng)
+        if r.random() < ambiguous_frac:
+            if tasks == 'classic': return shared_task(task.targets, r)
+            sh, s = shared_skill(r)
+            t = skill_task(expert, task, rng, sh)
+            return dict(t, instruction=s, task_type=f"shared-instruction:{t['task_type']}")
+    return task(rng) if tasks == 'classic' else skill_task(expert, task, rng)
 
 def expert_records(expert:str,       # `calendar`, `claim-window` or `provider-select`
                    n:int,            # number of records
@@ -433,12 +578,15 @@ def expert_records(expert:str,       # `calendar`, `claim-window` or `provider-s
                    split:str='train',# `train` or `test`: changes ids and the random stream
                    share:float=0.1,  # fraction of records that reuse the previous record's screenshot
                    system:bool=True, # include a system turn (the fixture's form); False gives `cudag`'s human+gpt
-                   ambiguous_frac:float=0.0, # fraction of records whose instruction comes from `SHARED_POOL` (look-alike screens when > 0)
+                   ambiguous_frac:float=0.0, # fraction of records whose instruction comes from the shared pool (look-alike screens when > 0)
                    vary:bool=None,   # light visual variation (`vary_screen`); default: on when `ambiguous_frac` > 0
+                   tasks:str='skills', # 'skills' (learnable, jittered layouts) or 'classic' (the original datasets' tasks)
                   ):                 # yields (record, PIL image or None if the image is shared)
     "Generate `n` synthetic records of one expert, with their screenshots"
     _check_expert(expert); check_frac(ambiguous_frac)
-    rng = random.Random(f'{seed}-{expert}-{split}'); hard = ambiguous_frac > 0; vary = hard if vary is None else vary
+    if tasks not in TASK_SETS: raise ConfigError(f"unknown task set {tasks!r}; use one of {', '.join(TASK_SETS)}")
+    rng = random.Random(f'{seed}-{expert}-{split}' + ('' if tasks == 'classic' else f'-{tasks}'))
+    hard = ambiguous_frac > 0; vary = hard if vary is None else vary
     prefix = expert if split == 'train' else f'{expert}_{split}'
     sysp = SYSTEM_PROMPTS['calendar' if expert == 'calendar' else 'claim-window'] if system else None
     i, img, task, file, prev, move = 0, None, None, None, None, (lambda xy: xy)
@@ -446,15 +594,18 @@ def expert_records(expert:str,       # `calendar`, `claim-window` or `provider-s
         rid = f'{prefix}_{i:05d}'
         shared = task is not None and rng.random() < share
         if not shared:
-            img, task = SCENES[expert](rng, hard); file = f'images/{rid}.png'
+            img, task = SCENES[expert](rng, hard); file = f'images/{rid}.png'; move = lambda xy: xy
             if vary: img, move = vary_screen(img, rng)
-        t = _next_task(task, rng, seed, split, i, ambiguous_frac)
+            if tasks == 'skills': img, m2 = jitter_screen(img, rng); move = (lambda a, b: lambda xy: b(a(xy)))(move, m2)
+        t = _next_task(expert, task, rng, seed, split, i, ambiguous_frac, tasks)
         if shared and t['instruction'] == prev: continue
-        xy = move(t['xy']); ru = to_ru(xy, img.size)
-        ans = tool_call(t['action'], ru, lead='\n' if system and rng.random() < 0.5 else '', **t.get('args', {}))
-        meta = dict(task_type=t['task_type'], **t['meta'], real_coords=list(xy))
+        xy = None if t['xy'] is None else move(t['xy'])
+        ans = tool_call(t['action'], None if xy is None else to_ru(xy, img.size), lead='\n' if system and rng.random() < 0.5 else '',
+                        **t.get('args', {}))
+        meta = dict(task_type=t['task_type'], **t['meta'], real_coords=None if xy is None else list(xy))
         yield expert_record(rid, file, t['instruction'], ans, meta, sysp), (None if shared else img)
         prev, i = t['instruction'], i+1
+
 
 # %% ../nbs/02_ocr_synth.ipynb #d392b081
 def write_expert_dataset(out_dir:str|Path, # the expert's dataset directory (created if needed)
@@ -497,7 +648,7 @@ def make_synthetic_experts(out:str|Path,         # directory to create; must not
 # %% ../nbs/02_ocr_synth.ipynb #2cecd605
 def _pick(expert, task_type, seed):
     "The first record of `expert` with `task_type`, its own screenshot and the answer after a newline"
-    return next((r, im) for r, im in expert_records(expert, 200, seed=seed)
+    return next((r, im) for r, im in expert_records(expert, 200, seed=seed, tasks='classic')
                 if im is not None and r['metadata']['task_type'] == task_type and r['conversations'][-1]['value'].startswith('\n')
                 and r['metadata'].get('scroll_direction', 'down') == 'down')
 
@@ -525,7 +676,8 @@ SHARED_TEMPLATES = {'highlighted': ['Click the highlighted item', 'Click the sel
                     1: ['Select the second entry', 'Click the second item'],
                     2: ['Select the third entry', 'Click the third one'],
                     -1: ['Click the last entry', 'Select the bottom item']}
-SHARED_POOL = [s for v in SHARED_TEMPLATES.values() for s in v]
+SHARED_POOL = list(dict.fromkeys([s for v in SHARED_TEMPLATES.values() for s in v] +
+                                 [t.format(ord=o) for v in SHARED_SKILLS.values() for t in v for o in ORDINALS[:3]]))
 
 def shared_task(targets:dict, # a scene's `task.targets`: `highlighted` (x, y) and `items` [(x, y), ...]
                 rng:random.Random, # random source (the same stream gives the same instruction on every expert)

@@ -332,6 +332,11 @@ CASES = [
     case('generate: records missing their gpt answer', gen(edit=drop_turn_everywhere('gpt')),
          r"calendar/train\.jsonl:1: field 'conversations\[gpt\]'"),
     case('generate: record without an image', gen(edit=drop_key('image', 4)), r"calendar/train\.jsonl:4: field 'image': missing"),
+    case('generate: a gold answer that is not a tool call', gen(edit=edit_record(2, lambda r: r['conversations'][-1].update(value='I would click it'))),
+         r"calendar/train\.jsonl:2: field 'conversations\[gpt\]\.value': the gold answer is not a parseable tool call"),
+    case('generate: a gold coordinate off the 0-1000 scale', gen(edit=edit_record(2, lambda r: r['conversations'][-1].update(
+         value='<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [1200, 40]}}\n</tool_call>'))),
+         r"calendar/train\.jsonl:2: field 'conversations\[gpt\]\.value': coordinate \[1200, 40\] is not \[x, y\] on the 0–1000 scale"),
     case('generate: missing image files (the first few are listed)', lambda w, t: gen_args(w, t, remove_images(w, t, 3), train=6, evals=4),
          r'calendar/train\.jsonl: \d+ sampled records point at missing image files.*line \d+: calendar/images/\S+\.png; line \d+: calendar/images/'),
     case('generate: empty file', lambda w, t: gen_args(w, t, touch(t/'empty.jsonl')), r'empty\.jsonl.*(empty|no records)'),
