@@ -733,6 +733,7 @@ def write_comparison(out:Path, main:RouterEval, rest:dict, files:dict)->str:
     return (f"<h2>Routers compared on the same split</h2><p>Each router's own report: {links}</p>{table._repr_html_()}"
             f"<h3>Beyond noise?</h3><ul>{verdicts}</ul>{pairs._repr_html_()}{_img(pngs['coverage-compare'], 'coverage')}{diffs}")
 
+# %% ../nbs/04a_explore.ipynb #91fc8e23
 EVAL_ENTRIES = ('router-eval.json', 'report.html', 'comparison.json', 'compare', 'exports', 'cost.json', THUMBS)   # and the PNGs
 KEPT = ('exports', THUMBS)   # a re-run keeps the explorer's exports and the thumbnail cache
 
