@@ -568,6 +568,7 @@ def _from_confusion(d:dict, labels)->dict:
     return dict(format='router-eval', labels=lab, confusion=confusion_dict(cm, lab), confusion_matrix=cm.tolist(), total=total,
                 correct=correct, accuracy=d.get('accuracy', _r4(correct/total) if total else None))
 
+# %% ../nbs/04_eval_confusion.ipynb #b2bb58ce
 def _from_eval_report(d:dict, labels)->dict:
     "Seed 002's `eval-report.json`/`eval_report.json`: overall accuracy in percent, `results.per_class` counts, the first errors"
     res = d.get('results') or {}; pc = res.get('per_class') or {}
