@@ -18,8 +18,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 venv: $(BIN)/.installed
 
+# Two workers (pytest-xdist) on the two cores; the slowest tests are listed before the summary line.
 test: venv
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 demo: venv
 	$(BIN)/moe-router-demo --out runs/demo

@@ -161,9 +161,9 @@ def train_cli(router:str='head',          # router kind: head or lora
               out:str=None,               # output directory (default: $ROUTER_OUT, else runs/router-head or runs/router-lora; on Modal /output/...)
               data_path:str=None,         # explicit training JSONL (wins over --dataset-dir)
               eval_data_path:str=None,    # explicit validation JSONL
-              epochs:float=None,          # maximum epochs (default: 100 head, 3 lora); the head takes whole epochs, a LoRA fractions
+              epochs:float=None,          # maximum epochs (default: 100 head, 10 lora); the head takes whole epochs, a LoRA fractions
               batch_size:int=8,           # batch size
-              lr:float=None,              # learning rate (default: 1e-4 head, 2e-4 lora)
+              lr:float=None,              # learning rate (default: 1e-4 head, 1e-3 lora)
               patience:int=5,             # evaluations without improvement (head: before an LR cut; lora: before stopping)
               min_delta:float=0.001,      # minimum improvement of eval loss
               pooling:str='last',         # head: last or mean
@@ -173,7 +173,8 @@ def train_cli(router:str='head',          # router kind: head or lora
               grad_accum:int=1,           # lora: gradient accumulation steps
               max_length:int=None,        # maximum prompt tokens (text-only prompts are cut from the left; longer image prompts refused)
               max_steps:int=-1,           # lora: stop after this many steps
-              vision_lora:bool=False,     # lora: also adapt the vision tower
+              vision_lora:Annotated[bool, {'help': 'lora: adapt the language model only, not the vision tower'}]=True, # lora: also adapt the vision tower (`--no-vision-lora` leaves it frozen)
+              label_weight:float=1.0,     # lora: weight of the classification loss on the label tokens (0: the seed's token loss alone)
               backend:str='local',        # local or modal
               seed:int=0,                 # random seed
               config:str=None,            # adapters.yaml the dataset was built with (default: ./config/adapters.yaml, then the packaged one)
@@ -192,7 +193,7 @@ def train_cli(router:str='head',          # router kind: head or lora
         kw = train_kwargs(router, epochs, lr, check_out(out, '--out', file_ok=True), dataset_dir=dataset_dir, model=model,
                           data_path=data_path, eval_data_path=eval_data_path, batch_size=batch_size, patience=patience,
                           min_delta=min_delta, seed=seed, pooling=pooling, r=r, alpha=alpha, dropout=dropout, grad_accum=grad_accum,
-                          max_length=max_length, max_steps=max_steps, vision_lora=vision_lora, resume=resume or None,
+                          max_length=max_length, max_steps=max_steps, vision_lora=vision_lora, label_weight=label_weight, resume=resume or None,
                           registry=load_registry(config) if config else None, run_name=run_name, dataset_name=dataset_name,
                           shards=shards if shards > 1 else None)
         res = run_train(router, backend, **kw)

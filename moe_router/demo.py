@@ -95,7 +95,7 @@ def demo_routers(ds:Path,        # routing dataset directory
     "Stage 3: train the router head and the router LoRA on the routing dataset"
     head = train_head(ds, out/'router-head', backbone=backbone, lr=1e-3, epochs=sizes['head_epochs'], patience=3,
                       seed=seed, log=None, progress=progress)
-    lora = train_router_lora(ds, out/'router-lora', backbone=backbone, r=8, alpha=16, lr=2e-3, max_steps=sizes['lora_steps'],
+    lora = train_router_lora(ds, out/'router-lora', backbone=backbone, max_steps=sizes['lora_steps'],   # the default recipe, capped
                              eval_steps=sizes['lora_eval_steps'], seed=seed, log=None, progress=progress)
     return dict(head=head, lora=lora)
 

@@ -13,10 +13,10 @@ __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'WEIGHT_
            'base_model_context', 'HeadRouter', 'routing_report', 'find_router', 'run_adapter_dirs', 'weights_whole',
            'checkpoint_complete', 'complete_checkpoints', 'check_adapter_dir', 'read_router_json', 'router_info',
            'OriginalHeadRouter', 'load_router', 'check_router_labels', 'lora_config', 'index_dataset', 'ListCollator',
-           'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name', 'generate_names', 'save_adapter',
-           'train_router_lora', 'check_train_numbers', 'train_kwargs', 'check_route_by', 'save_train_results',
-           'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels', 'original_labels',
-           'original_lora_info', 'answer_mass', 'choose_answer_format', 'TfidfRouter']
+           'trainer_class', 'sft_lora', 'name_ids', 'branch_points', 'score_names', 'parse_name', 'generate_names',
+           'label_nll', 'router_loss', 'save_adapter', 'train_router_lora', 'check_train_numbers', 'train_kwargs',
+           'check_route_by', 'save_train_results', 'using_adapter', 'LoraRouter', 'load_lora_router', 'metadata_labels',
+           'original_labels', 'original_lora_info', 'answer_mass', 'choose_answer_format', 'TfidfRouter']
 
 # %% ../nbs/03_train_modal.ipynb #5cd6f560
 import io, json, math, os, random, re, shutil, sys, tempfile, time, warnings
@@ -629,7 +629,7 @@ def _sft_args(out, batch_size, grad_accum, lr, epochs, max_steps, ev, eval_steps
         save_steps=eval_steps, save_total_limit=1, save_only_model=False, load_best_model_at_end=ev,
         metric_for_best_model='eval_loss', greater_is_better=False, logging_steps=max(1, eval_steps//2),
         report_to='none', disable_tqdm=not (progress and sys.stderr.isatty()), seed=seed, data_seed=seed, use_cpu=not cuda, bf16=cuda,
-        gradient_checkpointing=cuda, remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True},
+        gradient_checkpointing=cuda, remove_unused_columns=False, prediction_loss_only=True, dataset_kwargs={'skip_prepare_dataset': True},
         max_length=None, dataloader_num_workers=0)
 
 def _callbacks(ev, patience, min_delta, tb_dir, on_checkpoint, log)->tuple:
@@ -656,6 +656,16 @@ def _callbacks(ev, patience, min_delta, tb_dir, on_checkpoint, log)->tuple:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(tb_dir)); cbs.append(TensorBoardCallback(tb_writer=writer))
     return cbs, writer
+
+def trainer_class(compute_loss=None): # `compute_loss(model, inputs)` -> (loss, outputs), or None
+    "TRL's `SFTTrainer`, or a subclass whose loss is `compute_loss`"
+    from trl import SFTTrainer
+    if compute_loss is None: return SFTTrainer
+    class LossTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, out = compute_loss(model, inputs)
+            return (loss, out) if return_outputs else loss
+    return LossTrainer
 
 def _quiet_trainer(tr):
     "Drop the Trainer's raw log dicts (`{'loss': '5.106', ...}`); progress bars stay, on a terminal only"
@@ -689,15 +699,16 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
              resume:bool=False,      # continue from the last checkpoint in `{out}/checkpoints`
              log=None,               # where one line per evaluation goes (None: silent)
              scheduler:str='constant_with_warmup', # the learning-rate schedule (transformers' `lr_scheduler_type`)
+             compute_loss=None,      # `compute_loss(model, inputs)` -> (loss, outputs); None: TRL's token loss on the completion
             )->tuple:                # (trained PeftModel, metrics dict)
     "Train a LoRA with TRL's `SFTTrainer` on `encode`d rows; keep the best checkpoint by eval loss"
     import copy
     from peft import get_peft_model
-    from trl import SFTTrainer
     out = Path(out); cuda = torch.cuda.is_available()
     last = complete_checkpoints(out/'checkpoints', resumable=True)[:1] if resume else []
     if resume and not last:
         raise ConfigError(f"{out/'checkpoints'}: no complete checkpoint to resume from; train again without --resume")
+    torch.manual_seed(seed)   # the LoRA's initial weights too: the same seed gives the same run
     pm = get_peft_model(copy.deepcopy(model), lora or lora_config())
     pm.print_trainable_parameters = lambda *a, **k: None
     ev = bool(val_items)
@@ -708,7 +719,7 @@ def sft_lora(model,                  # backbone (a copy is trained; the object p
     rows = list(train_items) + list(val_items or [])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
-        tr = SFTTrainer(model=pm, args=args, train_dataset=index_dataset(0, len(train_items)),
+        tr = trainer_class(compute_loss)(model=pm, args=args, train_dataset=index_dataset(0, len(train_items)),
                         eval_dataset=index_dataset(len(train_items), len(val_items)) if ev else None,
                         processing_class=processor, data_collator=ListCollator(rows, processor, encode), callbacks=cbs)
     _quiet_trainer(tr); t0 = time.time()
@@ -800,6 +811,35 @@ def generate_names(model,            # a model whose active adapter is the route
     "Free greedy generation of the router's answer for each sample (raw text)"
     return greedy_generate(model, processor, lambda b: encode_router(processor, b, labels), samples, max_new_tokens, batch_size)
 
+# %% ../nbs/03_train_modal.ipynb #9a78ef48
+def label_nll(logits:torch.Tensor,  # (batch, answer length, vocab): the logits that predict each answer token
+              targets:torch.Tensor, # (batch, answer length) answer token ids, -100 after each answer's end
+              bp:dict,              # the label trie's branch points, from `branch_points`
+             )->torch.Tensor:       # mean over rows of -log P(row's adapter | request), among the adapters
+    "The classification loss on the label tokens: at each branch of the trie, cross-entropy over the allowed tokens"
+    rows = []
+    for r in range(targets.shape[0]):
+        ans, nll = targets[r][targets[r] != -100].tolist(), logits.new_zeros(())
+        for k, t in enumerate(ans):
+            allowed = bp.get(tuple(ans[:k]))
+            if allowed and t in allowed: nll = nll - F.log_softmax(logits[r, k, allowed].float(), -1)[allowed.index(t)]
+        rows.append(nll)
+    return torch.stack(rows).mean()
+
+def router_loss(ids:list,           # each adapter's answer token ids (`name_ids`)
+                label_weight:float=1.0, # weight of the classification term (0: the token loss alone, as the seed)
+               ):                   # `loss(model, inputs)` -> (loss, outputs), for `sft_lora`'s `compute_loss`
+    "The router LoRA's training loss: token cross-entropy on the answer plus `label_weight` × `label_nll`"
+    bp = branch_points(ids)
+    def loss(model, inputs):
+        inputs = dict(inputs); labels = inputs.pop('labels')
+        start = int((labels != -100).any(0).nonzero()[0])    # answers follow the left-padded prompts, in one column
+        out = model(**inputs, logits_to_keep=labels.shape[1] - start + 1)
+        lg, tgt = out.logits[:, :-1], labels[:, start:]
+        tok = F.cross_entropy(lg.flatten(0, 1).float(), tgt.flatten(), ignore_index=-100)
+        return (tok + label_weight * label_nll(lg, tgt, bp) if label_weight else tok), out
+    return loss
+
 # %% ../nbs/03_train_modal.ipynb #565a7bce
 def save_adapter(pm, final:Path, info:dict, name:str='router.json'):
     "Save a PEFT adapter plus its metadata file into `final/`, atomically"
@@ -814,9 +854,9 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                       model:str=None,          # backbone id ('tiny', a HF id); default `BASE_MODEL_ID`
                       data_path:str=None,      # explicit training JSONL
                       eval_data_path:str=None, # explicit validation JSONL
-                      epochs:float=3,          # epochs
+                      epochs:float=10,         # epochs (early stopping on eval loss usually ends it sooner)
                       batch_size:int=8,        # batch size
-                      lr:float=2e-4,           # learning rate
+                      lr:float=1e-3,           # learning rate
                       r:int=16, alpha:int=32, dropout:float=0.05, # LoRA rank, alpha, dropout
                       grad_accum:int=1,        # gradient accumulation
                       max_length:int=None,     # maximum prompt tokens (text-only prompts are cut from the left)
@@ -824,8 +864,9 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                       eval_steps:int=20,       # steps between evaluations
                       patience:int=3,          # evaluations without improvement before stopping
                       min_delta:float=0.0,     # minimum improvement of eval loss
-                      vision_lora:bool=False,  # also adapt the vision tower
+                      vision_lora:bool=True,   # also adapt the vision tower (where the screenshot alone decides, it is what reads it)
                       text_only_frac:float=0.25, # fraction of training samples also seen without their image
+                      label_weight:float=1.0,  # weight of the classification loss on the label tokens (0: the seed's token loss alone)
                       registry=None,           # `config.Registry`
                       backbone:tuple=None,     # an already loaded (model, processor); not modified
                       seed:int=0,              # random seed
@@ -841,7 +882,7 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
     out = Path(out); ts = datetime.now().strftime('%Y%m%d_%H%M%S'); tb = out/'tensorboard'/f'router_{ts}'
     _print_config(log, **{'Train samples': len(aug), 'Eval samples': len(val_s), 'Epochs': epochs, 'Max steps': max_steps,
         'Batch size': batch_size, 'Grad accum': grad_accum, 'Learning rate': lr, 'LoRA r/alpha/dropout': f'{r}/{alpha}/{dropout}',
-        'Vision LoRA': vision_lora, 'Eval every N steps': eval_steps, 'Patience (evals)': patience, 'Base model': m.name_or_path})
+        'Vision LoRA': vision_lora, 'Label loss weight': label_weight, 'Eval every N steps': eval_steps, 'Patience (evals)': patience, 'Base model': m.name_or_path})
     log(f"TensorBoard logs: {tb}\n")
     enc = lambda p, rows: encode_router(p, rows, labels, [answer_text(s['adapter'], p) for s in rows], max_length)
     info = dict(kind='lora', labels=labels, label_map=registry.label_map, base_model_id=m.name_or_path,
@@ -849,11 +890,11 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                 answers={n: answer_text(n, proc) for n in labels}, dataset=meta, data=dict(train=str(tr_path), val=str(va_path)),
                 package_version=moe_router.__version__, train_args=dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                 lr=lr, r=r, alpha=alpha, dropout=dropout, grad_accum=grad_accum, vision_lora=vision_lora,
-                text_only_frac=text_only_frac, seed=seed))
+                text_only_frac=text_only_frac, label_weight=label_weight, seed=seed))
     ckpt = lambda step: dict(info, metrics=dict(checkpoint_step=step), created_at=datetime.now().isoformat(timespec='seconds'))
-    torch.manual_seed(seed)
     pm, r_ = sft_lora(m, proc, aug, val_s, enc, out, lora_config(r, alpha, dropout, vision_lora), epochs, max_steps,
-                      batch_size, grad_accum, lr, eval_steps, patience, min_delta, seed, tb, progress, ckpt, resume, log)
+                      batch_size, grad_accum, lr, eval_steps, patience, min_delta, seed, tb, progress, ckpt, resume, log,
+                      compute_loss=router_loss(name_ids(proc, labels), label_weight))
     val_acc = float((score_names(pm, proc, val_s, labels).argmax(1) == np.array([labels.index(s['adapter']) for s in val_s])).mean())
     info.update(metrics=dict(r_, val_acc=round(val_acc, 4)), created_at=datetime.now().isoformat(timespec='seconds'))
     final = save_adapter(pm, out/'final', info)
@@ -864,13 +905,14 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
 # %% ../nbs/03_train_modal.ipynb #8bf9fab0
 ROUTER_DEFAULTS = dict(
     head=dict(epochs=100, lr=1e-4, out=None, flags=('pooling', 'max_length')),
-    lora=dict(epochs=3, lr=2e-4, out='/output/router-lora',
-              flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora', 'resume')))
+    lora=dict(epochs=10, lr=1e-3, out='/output/router-lora',
+              flags=('r', 'alpha', 'dropout', 'grad_accum', 'max_length', 'max_steps', 'vision_lora', 'label_weight', 'resume')))
 
 # %% ../nbs/03_train_modal.ipynb #d87954f2
 def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `--epochs` and `--lr`
                         batch_size:int=8, patience:int=5, min_delta:float=0.0, seed:int=0, max_length:int=None,
                         r:int=16, alpha:float=32, dropout:float=0.05, grad_accum:int=1, # a router LoRA's rank, alpha, dropout, accumulation
+                        label_weight:float=1.0, # a router LoRA's weight of the classification loss
                         **kw): # the other flags (not checked here)
     "Refuse numbers training cannot use: not finite, out of range, or a fraction of an epoch for the head"
     for flag, v in (('--epochs', epochs), ('--lr', lr), ('--min-delta', min_delta)):
@@ -887,6 +929,8 @@ def check_train_numbers(router:str, epochs:float, lr:float, # the router kind, `
     if grad_accum < 1: raise ConfigError(f"--grad-accum {grad_accum} must be at least 1 (batches per optimizer step)")
     if not (math.isfinite(alpha) and alpha > 0): raise ConfigError(f"--alpha {alpha:g} must be a number greater than 0 (the LoRA scale)")
     if not 0 <= dropout < 1: raise ConfigError(f"--dropout {dropout:g} must be at least 0 and below 1 (a probability)")
+    if not (math.isfinite(label_weight) and label_weight >= 0):
+        raise ConfigError(f"--label-weight {label_weight:g} must be a number of at least 0 (0: the token loss alone)")
 
 def train_kwargs(router:str,  # 'head' or 'lora'
                  epochs,      # `--epochs`, or None for the kind's default

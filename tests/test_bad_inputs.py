@@ -26,6 +26,8 @@ from moe_router.synth import make_synthetic_experts
 from moe_router.datagen import build_routing_dataset, load_split
 from moe_router.config import DatasetError
 
+pytestmark = pytest.mark.xdist_group('bad-inputs')   # one worker runs the whole module: its summary counts every case of this module, in one process
+
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONWARNINGS': 'ignore',
        'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
@@ -489,6 +491,8 @@ CASES = [
     case('train: --r 0', lambda w, t: train_args(w, t, '--router', 'lora', '--r', '0'), r'--r 0 must be at least 1 \(the LoRA rank\)'),
     case('train: --grad-accum 0', lambda w, t: train_args(w, t, '--router', 'lora', '--grad-accum', '0'), r'--grad-accum 0 must be at least 1'),
     case('train: --alpha -5', lambda w, t: train_args(w, t, '--router', 'lora', '--alpha', '-5'), r'--alpha -5 must be a number greater than 0'),
+    case('train: --label-weight -1', lambda w, t: train_args(w, t, '--router', 'lora', '--label-weight', '-1'),
+         r'--label-weight -1 must be a number of at least 0'),
     case('train: --out under /proc', lambda w, t: ['moe-router-train', '--dataset-dir', w['ds'], '--model', 'tiny', '--out', '/proc/moe-router/head'],
          r'--out /proc/moe-router/head: /proc is not writable', outputs=()),
     case('eval: router head whose labels are swapped against its label_map', lambda w, t: eval_args(w, t, router=head_variant(w, t,

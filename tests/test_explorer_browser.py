@@ -115,8 +115,11 @@ def click_cell(d, gold:str, pred:str):
     d.execute_script('arguments[0].scrollIntoView({block: "center"})', b); b.click()
 
 def wait_for(d, cond, timeout:float, what:str):
+    "Poll `cond` until it is truthy; an element the widget re-renders between lookup and read is looked up again"
     from selenium.webdriver.support.ui import WebDriverWait
-    try: return WebDriverWait(d, timeout, poll_frequency=0.2).until(lambda d: cond(d))
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    try: return WebDriverWait(d, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(lambda d: cond(d))
     except Exception as e: raise AssertionError(f'{what} (last state {cell_state(d)})') from e
 
 def test_click_confusion_cells_in_chromium(voila, browser):
