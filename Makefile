@@ -18,9 +18,10 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 venv: $(BIN)/.installed
 
-# Two workers (pytest-xdist) on the two cores; the slowest tests are listed before the summary line.
+# Two workers (pytest-xdist), one test file each at a time: the notebooks on one, the command-line sweeps on the other
+# (a file's summary test counts that file's cases in its own process). The slowest tests are listed before the summary.
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 demo: venv
 	$(BIN)/moe-router-demo --out runs/demo

@@ -6,15 +6,14 @@ Docs: https://moe-router.github.io/moe_router/demo.html.md"""
 
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'OCR_NA', 'DEMO_MARKER', 'demo_sizes', 'stage', 'demo_data', 'demo_routers', 'demo_task_loras',
-           'wilson', 'cost_intervals', 'demo_costm', 'demo_eval', 'best_router', 'cost_requests', 'route_plans',
-           'measure_plans', 'misroute_cases', 'predicted_measured_html', 'write_cost_view', 'demo_infer',
-           'hard_pair_accuracy', 'expert_figures', 'router_figures', 'demo_figures', 'expert_lines', 'summary_markdown',
-           'run_files', 'write_manifest', 'prepare_out', 'demo_stages', 'finish_demo', 'demo_command', 'run_demo']
+           'cost_intervals', 'demo_costm', 'demo_eval', 'best_router', 'cost_requests', 'route_plans', 'measure_plans',
+           'misroute_cases', 'predicted_measured_html', 'write_cost_view', 'demo_infer', 'hard_pair_accuracy',
+           'expert_figures', 'router_figures', 'demo_figures', 'expert_lines', 'summary_markdown', 'run_files',
+           'write_manifest', 'prepare_out', 'demo_stages', 'finish_demo', 'demo_command', 'run_demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
 import copy, json, os, re, shutil, sys, time
 import numpy as np
-from scipy.stats import binomtest
 from contextlib import contextmanager
 from pathlib import Path
 from .config import ConfigError, DatasetError, check_out, atomic_write_json, atomic_write_text, load_registry
@@ -23,7 +22,7 @@ from .datagen import build_routing_dataset, load_split
 from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate
-from .evaluate import Table, fmt_rate
+from .evaluate import Table, fmt_rate, wilson
 from .explore import run_eval
 from .cost import expert_domain_accuracy, end_to_end, cost_figure, score_outputs, cost_view_html
 from .infer import StackedPipeline, run_dataset, dataset_report
@@ -112,15 +111,9 @@ def demo_task_loras(experts:dict,   # `{expert: dataset dir}`
                               r=sizes['task_r'], alpha=2*sizes['task_r'], seed=seed, progress=progress, exclude=test_ids)
 
 # %% ../nbs/06_demo.ipynb #2e607e0b
-def wilson(k:int, n:int)->list|None:
-    "95% Wilson interval of k successes in n (scipy.stats), rounded; None when n is 0"
-    if not n: return None
-    ci = binomtest(int(k), int(n)).proportion_ci(method='wilson')
-    return [round(ci.low, 4), round(ci.high, 4)]
-
 def cost_intervals(costm:dict)->dict:
     "The cost matrix's 95% intervals per (expert, domain) cell, for `action` and `coord`"
-    return {f'{m}_ci': [[wilson(round(v*costm['n'][d]), costm['n'][d]) for v, d in zip(row, costm['domains'])] for row in costm[m]]
+    return {f'{m}_ci': [[list(wilson(round(v*costm['n'][d]), costm['n'][d])) for v, d in zip(row, costm['domains'])] for row in costm[m]]
             for m in ('action', 'coord')}
 
 def demo_costm(task_loras:dict, # `{expert: LoRA dir}`
@@ -184,7 +177,7 @@ def measure_plans(pipe, reqs:list, plans:dict, tol:float=50, batch_size:int=8)->
         sc = score_outputs([ans[(i, x)] for i, x in enumerate(p)], reqs, tol)
         out[n] = dict(n=len(sc), **{k: round(float(np.mean([r[f] for r in sc])), 4) if sc else None
                                     for k, f in (('parse', 'parsed'), ('action', 'action_ok'), ('coord', 'coord_ok'))})
-        out[n]['action_ci'] = wilson(sum(r['action_ok'] for r in sc), len(sc))
+        out[n]['action_ci'] = list(wilson(sum(r['action_ok'] for r in sc), len(sc)))
     return out, ans
 
 def misroute_cases(reqs:list, plan:list, ans:dict)->dict:
@@ -255,7 +248,7 @@ def expert_figures(costm:dict, # from `demo_costm`
                                                                       max(1, sum(n[d] for d in ds)), 4)
                                                            for k, m in (('parse', 'parsed'), ('action', 'action'), ('coord', 'coord'))})
         res[e] = dict(own=part([e]), misrouted=part([d for d in costm['domains'] if d != e]))
-        for k in ('own', 'misrouted'): res[e][k]['action_ci'] = wilson(round(res[e][k]['action']*res[e][k]['n']), res[e][k]['n'])
+        for k in ('own', 'misrouted'): res[e][k]['action_ci'] = list(wilson(round(res[e][k]['action']*res[e][k]['n']), res[e][k]['n']))
     return {**res, **{e: dict(own=None, misrouted=None, na=OCR_NA) for e in labels if e not in res}}
 
 def router_figures(ev:dict, inf:dict)->dict:
@@ -287,7 +280,7 @@ def demo_figures(meta:dict,   # the routing dataset's metadata
 
 
 # %% ../nbs/06_demo.ipynb #25e0426b
-def _ci(ci): return '' if not ci else f" [{100*ci[0]:.0f}–{100*ci[1]:.0f}%]"
+def _ci(ci): return '' if not ci or ci[0] is None else f" [{100*ci[0]:.0f}–{100*ci[1]:.0f}%]"
 
 def expert_lines(fig:dict)->list:
     "Summary lines: each expert on its own and on other domains, then the expert × domain action and coordinate matrices"

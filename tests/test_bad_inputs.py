@@ -26,8 +26,6 @@ from moe_router.synth import make_synthetic_experts
 from moe_router.datagen import build_routing_dataset, load_split
 from moe_router.config import DatasetError
 
-pytestmark = pytest.mark.xdist_group('bad-inputs')   # one worker runs the whole module: its summary counts every case of this module, in one process
-
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONWARNINGS': 'ignore',
        'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}

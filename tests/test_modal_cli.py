@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytestmark = pytest.mark.xdist_group('modal-cli')   # one worker runs the whole module: its volumes fixture is built once
-
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT.parent/'shared'/'seeds'
 SEED_DS, SEED_RUN = 'routing_20251125_052946', 'routing-20251125-052946'

@@ -13,8 +13,6 @@ from moe_router.routers import RouterHead, save_head
 from moe_router.infer import StackedPipeline, InferenceService
 from moe_router.serve import BackgroundServer
 
-pytestmark = pytest.mark.xdist_group('server')   # one worker runs the whole module: its server fixtures start once
-
 LABELS = ['calendar', 'claim-window', 'provider-select', 'ocr']
 BODY_LIMIT = 64_000
 BIN = Path(sys.executable).parent
