@@ -111,10 +111,14 @@ def offline(mounts:dict=None): # `{mount: local directory}` standing in for the 
             for k in ENV_KEYS: os.environ.pop(k, None)
             os.environ.update(saved)
     def fmap(self, *its, kwargs={}, **_): return (remote(self, *args, **kwargs) for args in zip(*its))
-    saved = modal.Function.remote, modal.Function.map, modal.App.run
-    modal.Function.remote, modal.Function.map, modal.App.run = remote, fmap, lambda self, *a, **kw: nullcontext(self)
+    patch = {(modal.Function, 'remote'): remote, (modal.Function, 'map'): fmap, (modal.App, 'run'): lambda self, *a, **kw: nullcontext(self)}
+    saved = {k: vars(k[0]).get(k[1]) for k in patch}   # the class's own attributes (descriptors), not what access returns
+    for (c, n), f in patch.items(): setattr(c, n, f)
     try: yield
-    finally: modal.Function.remote, modal.Function.map, modal.App.run = saved
+    finally:
+        for (c, n), v in saved.items():
+            if v is None: delattr(c, n)   # it was inherited: the base class's shows through again
+            else: setattr(c, n, v)
 
 # %% ../nbs/07_cloud.ipynb #ec4648cc
 RULE60 = '=' * 60

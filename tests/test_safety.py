@@ -214,7 +214,7 @@ def test_help_imports_no_torch():
 def test_ctrl_c_then_resume(world):
     out = world['tmp']/'lora'
     args = ['moe-router-train', '--router', 'lora', '--dataset-dir', world['ds'], '--model', 'tiny', '--out', out,
-            '--batch-size', '2', '--r', '4', '--alpha', '8']
+            '--batch-size', '2', '--r', '4', '--alpha', '8', '--lr', '2e-4', '--patience', '1000']   # slow and no early stop: still training at the signal
     p = subprocess.Popen([str(BIN/args[0]), *map(str, args[1:]), '--max-steps', '400'], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=lambda: os.umask(0o022))
     t0 = time.time()
