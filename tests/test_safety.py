@@ -211,12 +211,16 @@ def test_help_imports_no_torch():
         TRIED[f'moe-router-{cmd} --help imports nothing heavy'] = (r.returncode, r.returncode == 0)
         assert r.returncode == 0 and '--help' in r.stdout, r.stderr[-1000:]
 
+def interruptible_022():
+    "In the child: umask 022, and SIGINT back to its default (pytest-xdist workers ignore it, and children inherit that)"
+    os.umask(0o022); signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def test_ctrl_c_then_resume(world):
     out = world['tmp']/'lora'
     args = ['moe-router-train', '--router', 'lora', '--dataset-dir', world['ds'], '--model', 'tiny', '--out', out,
             '--batch-size', '2', '--r', '4', '--alpha', '8', '--lr', '2e-4', '--patience', '1000']   # slow and no early stop: still training at the signal
     p = subprocess.Popen([str(BIN/args[0]), *map(str, args[1:]), '--max-steps', '400'], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=lambda: os.umask(0o022))
+                         stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=interruptible_022)
     t0 = time.time()
     while not list(out.glob('checkpoints/checkpoint-*/router.json')) and p.poll() is None and time.time() - t0 < TIMEOUT: time.sleep(0.2)
     p.send_signal(signal.SIGINT); so, se = p.communicate(timeout=120)
