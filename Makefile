@@ -7,15 +7,21 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test demo docs bench export lab clean-nbs clean
+.PHONY: venv runtime test demo docs bench export lab clean-nbs clean
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# The runtime (what `make demo` needs), then the dev extras on top (what `make test`, `make docs` and `make lab` need).
+$(BIN)/.runtime: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+runtime: $(BIN)/.runtime
 venv: $(BIN)/.installed
 
 # Two workers (pytest-xdist), one test file each at a time: the notebooks on one, the command-line sweeps on the other
@@ -23,7 +29,7 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
-demo: venv
+demo: runtime
 	$(BIN)/moe-router-demo --out runs/demo
 
 docs: venv

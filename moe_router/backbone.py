@@ -33,7 +33,7 @@ for _m in ('Unable to fetch remote file.*', 'Could not find a config file in tin
     warnings.filterwarnings('ignore', message=_m, category=UserWarning)
 
 # %% ../nbs/03a_backbone.ipynb #2fbb4102
-TINY_VERSION = 'v2'  # bump when the build recipe changes: every cached tiny backbone is rebuilt
+TINY_VERSION = 'v3'  # bump when the build recipe changes: every cached tiny backbone is rebuilt
 SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>',
                   '<|box_start|>', '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>', '<|vision_end|>',
                   '<|vision_pad|>', '<|image_pad|>', '<|video_pad|>']
@@ -89,10 +89,11 @@ def tiny_corpus()->list:
 def build_tokenizer(corpus:list,       # training texts
                     vocab_size:int=2048, # BPE vocabulary size, special tokens included
                    )->PreTrainedTokenizerFast:
-    "A byte-level BPE tokenizer with Qwen's special tokens and chat template, trained on `corpus`"
+    "A byte-level BPE tokenizer with Qwen's special tokens and chat template, trained on `corpus`; digits one token each, as Qwen's"
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, AddedToken
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     tr = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

@@ -340,14 +340,19 @@ def serve_cli(router:str=None,         # router-head.pt or router-LoRA directory
               max_new_tokens:int=512,  # generation budget (the original's), capped by the context length
               max_batch:int=8,         # concurrent requests answered together in one batch
               max_body_bytes:int=None, # largest request body (default: a 20 MB screenshot in base64 plus a prompt)
+              no_warmup:bool=False,    # skip the start-up warm-up of the GPU's fast path (the first requests then compile it)
              ):
     "Serve the stacked pipeline over HTTP: POST {image_b64, prompt, expert?} to / or /infer, GET /health"
-    from moe_router.infer import StackedPipeline, InferenceService
+    from moe_router.infer import StackedPipeline, InferenceService, compile_cache_file
+    from moe_router.backbone import cache_root
     from moe_router.serve import bind, serve, MAX_BODY_BYTES
     try:
         check_serve_flags(router, port, threshold, max_new_tokens, max_batch, max_body_bytes)
         sock = bind(host, port)
         pipe = StackedPipeline.load(loras, router, model, threshold=threshold, fallback=fallback, max_new_tokens=max_new_tokens)
+        if not no_warmup:   # compiled once per process, before the first request; the cache lets the next process start warm
+            st = pipe.start(compile_cache_file(cache_root()/'compile-cache', pipe.base_id), tuple(sorted({1, max_batch})))
+            if st['warmup']: print(f"warmed up in {st['seconds']:.1f} s (compile cache {'loaded' if st['cache_loaded'] else 'new'})", file=sys.stderr)
         svc = InferenceService(pipe, max_batch=max_batch)
     except BAD_INPUT as e: fail(e)
     serve(svc, sock=sock, max_body_bytes=max_body_bytes or MAX_BODY_BYTES)

@@ -120,13 +120,14 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
                        out:str|Path,          # directory; expert `name`'s LoRA goes to `out/name/final/`
                        model:str='tiny',      # backbone id, when `backbone` is not given
                        backbone:tuple|None=None, # an already loaded `(model, processor)`; copied, not modified
-                       max_steps:int=TASK_RECIPE['max_steps'], # optimizer steps per expert
+                       max_steps:int|dict=TASK_RECIPE['max_steps'], # optimizer steps per expert, or `{expert: steps}` (others: the recipe's)
                        progress:bool=True,    # progress bar over experts
                        **kwargs,              # passed to `train_task_lora` (lr, batch_size, r, limit, ...)
                       )->dict:                # `{adapter name: LoRA directory}`
     "Train a task LoRA for each expert dataset"
     backbone = backbone or load_backbone(model)
-    return {n: train_task_lora(d, Path(out)/n, backbone=backbone, max_steps=max_steps, name=n, **kwargs)['path']
+    steps = lambda n: max_steps.get(n, TASK_RECIPE['max_steps']) if isinstance(max_steps, dict) else max_steps
+    return {n: train_task_lora(d, Path(out)/n, backbone=backbone, max_steps=steps(n), name=n, **kwargs)['path']
             for n, d in tqdm(list(experts.items()), desc='task LoRAs', disable=not progress)}
 
 # %% ../nbs/03b_experts.ipynb #74175212

@@ -205,6 +205,8 @@ class AdapterSwitch:
         self.model, self.names = model, set(model.peft_config)
         self.layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
         self.plain = not any(getattr(c, 'modules_to_save', None) for c in model.peft_config.values())
+        # PEFT's mixed-adapter batch (`adapter_names`) gives every LoRA layer one name per row; in the vision tower a row is a patch
+        self.batchable = not any('visual' in n.split('.') for n, m in model.named_modules() if isinstance(m, BaseTunerLayer))
 
     def set(self, name:str):
         "Make `name` the active adapter (and enable adapters)"
@@ -533,7 +535,7 @@ def answer(self:StackedPipeline, reqs:list, targets:list, pix:list=None)->tuple:
     for i in lora: groups.setdefault(targets[i], []).append(i)
     mode = self.last_decode = self.decode_mode(groups)
     sub = lambda idx: ([reqs[i] for i in idx], pix and [pix[i] for i in idx])
-    if len(groups) > 1 and self.switch and (mode == 'mixed' or (mode == 'eager' and self.mixed)):
+    if len(groups) > 1 and self.switch and self.switch.batchable and (mode == 'mixed' or (mode == 'eager' and self.mixed)):
         t0 = time.perf_counter(); self.restore(); self.switch.enable()
         outs = self._gen(*sub(lora), adapter_names=['__base__' if targets[i] == BASE else targets[i] for i in lora])
         dt = (time.perf_counter() - t0) / len(lora)

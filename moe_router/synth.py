@@ -422,7 +422,7 @@ DESKTOP = (58, 70, 92)
 
 def jitter_screen(img:Image.Image,   # a rendered screenshot
                   rng:random.Random, # random source
-                  frac:float=0.05,   # the largest margin, as a fraction of the screen's width or height
+                  frac:float=0.03,   # the largest margin, as a fraction of the screen's width or height
                  )->tuple:           # (new image, function mapping old pixel (x, y) to new)
     "Per-sample layout jitter: the screen on a desktop with random margins of up to `frac` of its size on each side"
     W, H = img.size; l, t, r, b = (rng.randint(0, round(s*frac)) for s in (W, H, W, H))
