@@ -9,8 +9,9 @@ __all__ = ['TASK_PROMPT_VERSION', 'TASK_RECIPE', 'BASE_SLOT', 'task_messages', '
            'train_task_lora', 'train_expert_loras', 'peft_generate', 'MergedAdapter']
 
 # %% ../nbs/03b_experts.ipynb #7a25cc7e
-import json
+import json, multiprocessing
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 import torch
@@ -122,13 +123,27 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
                        backbone:tuple|None=None, # an already loaded `(model, processor)`; copied, not modified
                        max_steps:int|dict=TASK_RECIPE['max_steps'], # optimizer steps per expert, or `{expert: steps}` (others: the recipe's)
                        progress:bool=True,    # progress bar over experts
+                       workers:int=1,         # CPU processes training experts side by side, one thread each (the longest first)
                        **kwargs,              # passed to `train_task_lora` (lr, batch_size, r, limit, ...)
                       )->dict:                # `{adapter name: LoRA directory}`
     "Train a task LoRA for each expert dataset"
-    backbone = backbone or load_backbone(model)
     steps = lambda n: max_steps.get(n, TASK_RECIPE['max_steps']) if isinstance(max_steps, dict) else max_steps
-    return {n: train_task_lora(d, Path(out)/n, backbone=backbone, max_steps=steps(n), name=n, **kwargs)['path']
-            for n, d in tqdm(list(experts.items()), desc='task LoRAs', disable=not progress)}
+    jobs = sorted([(n, d, Path(out)/n, steps(n), kwargs) for n, d in experts.items()], key=lambda j: -j[3])
+    bar = lambda it: tqdm(it, total=len(jobs), desc='task LoRAs', disable=not progress)
+    if workers > 1 and len(jobs) > 1:
+        from moe_router.experts import _train_job   # by module, so that spawned workers can import it
+        mid = backbone[0].name_or_path if backbone else model
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context('spawn')) as ex:
+            done = dict(bar(ex.map(_train_job, [(mid, *j) for j in jobs])))
+    else:
+        backbone = backbone or load_backbone(model)
+        done = {n: train_task_lora(d, o, backbone=backbone, max_steps=s, name=n, **kw)['path'] for n, d, o, s, kw in bar(jobs)}
+    return {n: done[n] for n in experts}
+
+def _train_job(job):
+    "One expert's task LoRA in a worker process, on one thread: `(model id, name, dataset, out, steps, kwargs) -> (name, path)`"
+    mid, n, d, o, s, kw = job; torch.set_num_threads(1)
+    return n, train_task_lora(d, o, backbone=load_backbone(mid), max_steps=s, name=n, **kw)['path']
 
 # %% ../nbs/03b_experts.ipynb #74175212
 def peft_generate(adapters:dict,          # `{adapter name: task LoRA directory}` (with `task.json`)
