@@ -9,9 +9,9 @@ __all__ = ['TASK_PROMPT_VERSION', 'TASK_RECIPE', 'BASE_SLOT', 'task_messages', '
            'train_task_lora', 'train_expert_loras', 'peft_generate', 'MergedAdapter']
 
 # %% ../nbs/03b_experts.ipynb #7a25cc7e
-import json, multiprocessing
+import json, subprocess, sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 import torch
@@ -131,19 +131,22 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
     jobs = sorted([(n, d, Path(out)/n, steps(n), kwargs) for n, d in experts.items()], key=lambda j: -j[3])
     bar = lambda it: tqdm(it, total=len(jobs), desc='task LoRAs', disable=not progress)
     if workers > 1 and len(jobs) > 1:
-        from moe_router.experts import _train_job   # by module, so that spawned workers can import it
         mid = backbone[0].name_or_path if backbone else model
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context('spawn')) as ex:
-            done = dict(bar(ex.map(_train_job, [(mid, *j) for j in jobs])))
+        with ThreadPoolExecutor(min(workers, len(jobs))) as ex: done = dict(bar(ex.map(lambda j: _train_in_process(mid, *j), jobs)))
     else:
         backbone = backbone or load_backbone(model)
         done = {n: train_task_lora(d, o, backbone=backbone, max_steps=s, name=n, **kw)['path'] for n, d, o, s, kw in bar(jobs)}
     return {n: done[n] for n in experts}
 
-def _train_job(job):
-    "One expert's task LoRA in a worker process, on one thread: `(model id, name, dataset, out, steps, kwargs) -> (name, path)`"
-    mid, n, d, o, s, kw = job; torch.set_num_threads(1)
-    return n, train_task_lora(d, o, backbone=load_backbone(mid), max_steps=s, name=n, **kw)['path']
+_JOB = ("import json, sys, torch; torch.set_num_threads(1); from moe_router.experts import train_task_lora, load_backbone; "
+        "a = json.loads(sys.argv[1]); print(train_task_lora(a['d'], a['o'], backbone=load_backbone(a['m']), max_steps=a['s'], name=a['n'], **a['kw'])['path'])")
+
+def _train_in_process(mid, n, d, o, s, kw):
+    "One expert's task LoRA in a fresh Python process on one thread (no `__main__` guard needed): `(name, path)`"
+    kw = {k: sorted(v) if isinstance(v, set) else v for k, v in kw.items()}
+    r = subprocess.run([sys.executable, '-c', _JOB, json.dumps(dict(m=mid, n=n, d=str(d), o=str(o), s=s, kw=kw))], capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"task LoRA {n!r} failed in its worker process:\n{r.stderr[-3000:]}")
+    return n, r.stdout.strip().splitlines()[-1]
 
 # %% ../nbs/03b_experts.ipynb #74175212
 def peft_generate(adapters:dict,          # `{adapter name: task LoRA directory}` (with `task.json`)
