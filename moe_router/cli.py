@@ -173,7 +173,7 @@ def train_cli(router:str='head',          # router kind: head or lora
               grad_accum:int=1,           # lora: gradient accumulation steps
               max_length:int=None,        # maximum prompt tokens (text-only prompts are cut from the left; longer image prompts refused)
               max_steps:int=-1,           # lora: stop after this many steps
-              vision_lora:bool=False,     # lora: also adapt the vision tower
+              no_vision_lora:bool=False,  # lora: adapt the language model only (by default the vision tower too)
               label_weight:float=1.0,     # lora: weight of the classification loss on the label tokens (0: the seed's token loss alone)
               backend:str='local',        # local or modal
               seed:int=0,                 # random seed
@@ -193,7 +193,7 @@ def train_cli(router:str='head',          # router kind: head or lora
         kw = train_kwargs(router, epochs, lr, check_out(out, '--out', file_ok=True), dataset_dir=dataset_dir, model=model,
                           data_path=data_path, eval_data_path=eval_data_path, batch_size=batch_size, patience=patience,
                           min_delta=min_delta, seed=seed, pooling=pooling, r=r, alpha=alpha, dropout=dropout, grad_accum=grad_accum,
-                          max_length=max_length, max_steps=max_steps, vision_lora=vision_lora, label_weight=label_weight, resume=resume or None,
+                          max_length=max_length, max_steps=max_steps, vision_lora=not no_vision_lora, label_weight=label_weight, resume=resume or None,
                           registry=load_registry(config) if config else None, run_name=run_name, dataset_name=dataset_name,
                           shards=shards if shards > 1 else None)
         res = run_train(router, backend, **kw)
