@@ -30,7 +30,7 @@ from .infer import StackedPipeline, run_dataset, dataset_report
 # %% ../nbs/06_demo.ipynb #61d33de6
 SCALES = dict(
     full=dict(per_expert=240, ambiguous_frac=0.5, train_samples=80, eval_samples=20, ocr_samples=80, head_epochs=60,
-              lora_steps=160, lora_eval_steps=80, task_steps=300, calendar_steps=600, task_lr=2e-3, task_r=32, cost_per_domain=20,
+              lora_steps=160, lora_eval_steps=80, task_steps=400, calendar_steps=800, task_lr=2e-3, task_r=32, cost_per_domain=20,
               infer_samples=None, max_new_tokens=64),
     quick=dict(per_expert=16, ambiguous_frac=0.5, train_samples=8, eval_samples=4, ocr_samples=8, head_epochs=20,
                lora_steps=24, lora_eval_steps=12, task_steps=4, calendar_steps=4, task_lr=1e-2, task_r=8, cost_per_domain=2,
@@ -109,7 +109,7 @@ def demo_task_loras(experts:dict,   # `{expert: dataset dir}`
     "Stage 4: a task LoRA per expert, on its records that are not in the routing test split (the cost matrix's requests)"
     test_ids = {s['source_id'] for s in load_split(out/'routing', 'test')[0]} if (out/'routing').is_dir() else set()
     steps = {n: sizes['calendar_steps' if n == 'calendar' else 'task_steps'] for n in experts}  # 35 day cells need the most steps
-    workers = 2 if (os.cpu_count() or 1) > 1 and not next(backbone[0].parameters()).is_cuda else 1   # one thread each: 1.5x faster on 2 cores
+    workers = len(experts) if (os.cpu_count() or 1) > 1 and not next(backbone[0].parameters()).is_cuda else 1   # one thread each
     return train_expert_loras(experts, out/'task', backbone=backbone, max_steps=steps, lr=sizes['task_lr'], r=sizes['task_r'],
                               alpha=2*sizes['task_r'], seed=seed, progress=progress, exclude=test_ids, workers=workers)
 
