@@ -399,7 +399,7 @@ def greedy_generate(model,             # a (PEFT) Qwen3-VL
         enc = {k: v.to(dev) for k, v in encode(samples[i:i+batch_size]).items()}
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id)
-        res += tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
+        res += [t.strip() for t in tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]  # as `infer.decode_answers`
     return res
 
 

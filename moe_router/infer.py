@@ -206,7 +206,8 @@ class AdapterSwitch:
         self.layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
         self.plain = not any(getattr(c, 'modules_to_save', None) for c in model.peft_config.values())
         # PEFT's mixed-adapter batch (`adapter_names`) gives every LoRA layer one name per row; in the vision tower a row is a patch
-        self.batchable = not any('visual' in n.split('.') for n, m in model.named_modules() if isinstance(m, BaseTunerLayer))
+        self.batchable = not any(len(getattr(m, 'lora_A', ())) for n, m in model.named_modules()
+                                 if isinstance(m, BaseTunerLayer) and 'visual' in n.split('.'))
 
     def set(self, name:str):
         "Make `name` the active adapter (and enable adapters)"
