@@ -28,8 +28,8 @@ $(BIN)/.installed: $(BIN)/.runtime
 runtime: $(BIN)/.runtime
 venv: $(BIN)/.installed
 
-# Two workers (pytest-xdist), one test file each at a time: the notebooks on one, the command-line sweeps on the other
-# (a file's summary test counts that file's cases in its own process). The slowest tests are listed before the summary.
+# Two workers (pytest-xdist), one test file each at a time (a file's summary test counts that file's cases in its own
+# process); the notebooks are split over two files so both workers share them. The slowest tests are listed before the summary.
 test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 

@@ -109,7 +109,8 @@ def demo_task_loras(experts:dict,   # `{expert: dataset dir}`
     "Stage 4: a task LoRA per expert, on its records that are not in the routing test split (the cost matrix's requests)"
     test_ids = {s['source_id'] for s in load_split(out/'routing', 'test')[0]} if (out/'routing').is_dir() else set()
     steps = {n: sizes['calendar_steps' if n == 'calendar' else 'task_steps'] for n in experts}  # 35 day cells need the most steps
-    workers = len(experts) if (os.cpu_count() or 1) > 1 and not next(backbone[0].parameters()).is_cuda else 1   # one thread each
+    parallel = (os.cpu_count() or 1) > 1 and not next(backbone[0].parameters()).is_cuda and max(steps.values()) >= 100
+    workers = len(experts) if parallel else 1   # one process and one thread each; not worth starting them for a few steps
     return train_expert_loras(experts, out/'task', backbone=backbone, max_steps=steps, lr=sizes['task_lr'], r=sizes['task_r'],
                               alpha=2*sizes['task_r'], seed=seed, progress=progress, exclude=test_ids, workers=workers)
 
