@@ -521,7 +521,8 @@ def decode_mode(self:StackedPipeline, groups:dict)->str:
     "How a batch of `{target: request indices}` decodes: 'eager', 'grouped' or 'mixed' (see `DecodePolicy`)"
     cur = self.merger.current if self.merger else None
     merges = sum((BASE_SLOT if t == BASE else t) != cur for t in groups)
-    return self.policy.choose(len(groups), self.max_new_tokens, self._fast_ok() and bool(groups), merges)
+    mode = self.policy.choose(len(groups), self.max_new_tokens, self._fast_ok() and bool(groups), merges)
+    return 'grouped' if mode == 'mixed' and not self.switch.batchable else mode   # a vision-LoRA stack cannot mix
 
 @patch
 def answer(self:StackedPipeline, reqs:list, targets:list, pix:list=None)->tuple:
