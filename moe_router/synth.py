@@ -21,6 +21,7 @@ __all__ = ['SYSTEM_PROMPTS', 'CAL_SIZE', 'WEEKDAYS', 'CLAIM_SIZE', 'PROVIDERS', 
 
 # %% ../nbs/02_ocr_synth.ipynb #bf905c23
 import calendar as _cal, json, random, sys, zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -618,10 +619,12 @@ def write_expert_dataset(out_dir:str|Path, # the expert's dataset directory (cre
     "Write `n` synthetic records and their screenshots to `out_dir/{split}.jsonl` and `out_dir/images/`"
     _check_expert(expert)
     out_dir = Path(out_dir); (out_dir/'images').mkdir(parents=True, exist_ok=True)
-    recs = []
-    for rec, img in expert_records(expert, n, seed, split, **kw):
-        if img is not None: img.save(out_dir/rec['image'], format='PNG', compress_level=1)
-        recs.append(rec)
+    recs, saves = [], []
+    with ThreadPoolExecutor(2) as ex:   # PNG encoding releases the GIL: a screenshot is written while the next is drawn
+        for rec, img in expert_records(expert, n, seed, split, **kw):
+            if img is not None: saves.append(ex.submit(img.save, out_dir/rec['image'], format='PNG', compress_level=1))
+            recs.append(rec)
+    for f in saves: f.result()   # a failed write raises here, before the JSONL names its image
     return write_jsonl(out_dir/f'{split}.jsonl', recs)
 
 # %% ../nbs/02_ocr_synth.ipynb #7bc8b1af
