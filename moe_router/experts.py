@@ -124,11 +124,12 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
                        max_steps:int|dict=TASK_RECIPE['max_steps'], # optimizer steps per expert, or `{expert: steps}` (others: the recipe's)
                        progress:bool=True,    # progress bar over experts
                        workers:int=1,         # CPU processes training experts side by side, one thread each (the longest first)
-                       **kwargs,              # passed to `train_task_lora` (lr, batch_size, r, limit, ...)
+                       **kwargs,              # passed to `train_task_lora` (lr, batch_size, r, limit, ...); a dict is `{expert: value}`
                       )->dict:                # `{adapter name: LoRA directory}`
     "Train a task LoRA for each expert dataset"
-    steps = lambda n: max_steps.get(n, TASK_RECIPE['max_steps']) if isinstance(max_steps, dict) else max_steps
-    jobs = sorted([(n, d, Path(out)/n, steps(n), kwargs) for n, d in experts.items()], key=lambda j: -j[3])
+    pick = lambda v, n, k: v.get(n, TASK_RECIPE.get(k)) if isinstance(v, dict) else v   # per expert, else the recipe's
+    jobs = [(n, d, Path(out)/n, pick(max_steps, n, 'max_steps'), {k: pick(v, n, k) for k, v in kwargs.items()}) for n, d in experts.items()]
+    jobs.sort(key=lambda j: -j[3]*j[4].get('batch_size', TASK_RECIPE['batch_size']))   # the most samples first
     bar = lambda it: tqdm(it, total=len(jobs), desc='task LoRAs', disable=not progress)
     if workers > 1 and len(jobs) > 1:
         mid = backbone[0].name_or_path if backbone else model
