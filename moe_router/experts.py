@@ -9,9 +9,8 @@ __all__ = ['TASK_PROMPT_VERSION', 'TASK_RECIPE', 'BASE_SLOT', 'task_messages', '
            'train_task_lora', 'train_expert_loras', 'peft_generate', 'MergedAdapter']
 
 # %% ../nbs/03b_experts.ipynb #7a25cc7e
-import json, subprocess, sys
+import json, multiprocessing, os, sys
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 import torch
@@ -123,7 +122,7 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
                        backbone:tuple|None=None, # an already loaded `(model, processor)`; copied, not modified
                        max_steps:int|dict=TASK_RECIPE['max_steps'], # optimizer steps per expert, or `{expert: steps}` (others: the recipe's)
                        progress:bool=True,    # progress bar over experts
-                       workers:int=1,         # CPU processes training experts side by side, one thread each (the longest first)
+                       workers:int=1,         # CPU processes (forked, Linux) training experts side by side, one thread each
                        **kwargs,              # passed to `train_task_lora` (lr, batch_size, r, limit, ...); a dict is `{expert: value}`
                       )->dict:                # `{adapter name: LoRA directory}`
     "Train a task LoRA for each expert dataset"
@@ -131,23 +130,23 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
     jobs = [(n, d, Path(out)/n, pick(max_steps, n, 'max_steps'), {k: pick(v, n, k) for k, v in kwargs.items()}) for n, d in experts.items()]
     jobs.sort(key=lambda j: -j[3]*j[4].get('batch_size', TASK_RECIPE['batch_size']))   # the most samples first
     bar = lambda it: tqdm(it, total=len(jobs), desc='task LoRAs', disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        mid = backbone[0].name_or_path if backbone else model
-        with ThreadPoolExecutor(min(workers, len(jobs))) as ex: done = dict(bar(ex.map(lambda j: _train_in_process(mid, *j), jobs)))
-    else:
-        backbone = backbone or load_backbone(model)
-        done = {n: train_task_lora(d, o, backbone=backbone, max_steps=s, name=n, **kw)['path'] for n, d, o, s, kw in bar(jobs)}
+    global _BACKBONE
+    _BACKBONE = backbone or load_backbone(model)
+    try:
+        if workers > 1 and len(jobs) > 1 and 'fork' in multiprocessing.get_all_start_methods():   # forked: the workers share the loaded backbone and imports, and need no `__main__` guard
+            os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+            with multiprocessing.get_context('fork').Pool(min(workers, len(jobs)), torch.set_num_threads, (1,)) as pool:
+                done = dict(bar(pool.imap_unordered(_train_job, jobs)))
+        else: done = dict(bar(map(_train_job, jobs)))
+    finally: _BACKBONE = None
     return {n: done[n] for n in experts}
 
-_JOB = ("import json, sys, torch; torch.set_num_threads(1); from moe_router.experts import train_task_lora, load_backbone; "
-        "a = json.loads(sys.argv[1]); print(train_task_lora(a['d'], a['o'], backbone=load_backbone(a['m']), max_steps=a['s'], name=a['n'], **a['kw'])['path'])")
+_BACKBONE = None   # the backbone `train_expert_loras` trains on, where its forked workers find it
 
-def _train_in_process(mid, n, d, o, s, kw):
-    "One expert's task LoRA in a fresh Python process on one thread (no `__main__` guard needed): `(name, path)`"
-    kw = {k: sorted(v) if isinstance(v, set) else v for k, v in kw.items()}
-    r = subprocess.run([sys.executable, '-c', _JOB, json.dumps(dict(m=mid, n=n, d=str(d), o=str(o), s=s, kw=kw))], capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"task LoRA {n!r} failed in its worker process:\n{r.stderr[-3000:]}")
-    return n, r.stdout.strip().splitlines()[-1]
+def _train_job(job:tuple)->tuple:
+    "One expert's task LoRA on `_BACKBONE`: `(name, path)`"
+    n, d, o, s, kw = job
+    return n, train_task_lora(d, o, backbone=_BACKBONE, max_steps=s, name=n, **kw)['path']
 
 # %% ../nbs/03b_experts.ipynb #74175212
 def peft_generate(adapters:dict,          # `{adapter name: task LoRA directory}` (with `task.json`)
