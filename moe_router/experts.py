@@ -122,7 +122,7 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
                        backbone:tuple|None=None, # an already loaded `(model, processor)`; copied, not modified
                        max_steps:int|dict=TASK_RECIPE['max_steps'], # optimizer steps per expert, or `{expert: steps}` (others: the recipe's)
                        progress:bool=True,    # progress bar over experts
-                       workers:int=1,         # CPU processes (forked, Linux) training experts side by side, one thread each
+                       workers:int=1,         # CPU processes (forked) training experts side by side, one thread each; 1 on a GPU
                        **kwargs,              # passed to `train_task_lora` (lr, batch_size, r, limit, ...); a dict is `{expert: value}`
                       )->dict:                # `{adapter name: LoRA directory}`
     "Train a task LoRA for each expert dataset"
@@ -133,7 +133,8 @@ def train_expert_loras(experts:dict,          # `{adapter name: expert dataset d
     global _BACKBONE
     _BACKBONE = backbone or load_backbone(model)
     try:
-        if workers > 1 and len(jobs) > 1 and 'fork' in multiprocessing.get_all_start_methods():   # forked: the workers share the loaded backbone and imports, and need no `__main__` guard
+        fork = 'fork' in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()   # CUDA does not survive a fork
+        if workers > 1 and len(jobs) > 1 and fork:   # the workers share the loaded backbone and imports, and need no `__main__` guard
             os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
             with multiprocessing.get_context('fork').Pool(min(workers, len(jobs)), torch.set_num_threads, (1,)) as pool:
                 done = dict(bar(pool.imap_unordered(_train_job, jobs)))
