@@ -80,6 +80,7 @@ def image_pixels(body)->int:
             return im.size[0] * im.size[1]
     except (OSError, ValueError, binascii.Error, Image.DecompressionBombError): return 0
 
+# %% ../nbs/06a_serve.ipynb #9e191f29
 class Admission:
     "Counts the requests admitted (`max_pending`, then 429) and lets `max_active` of them into the service at once"
     def __init__(self, max_pending:int, max_active:int, max_pixels:int=MAX_PIXELS):
