@@ -31,7 +31,8 @@ from .infer import StackedPipeline, run_dataset, dataset_report
 SCALES = dict(
     full=dict(per_expert=240, ambiguous_frac=0.5, train_samples=80, eval_samples=20, ocr_samples=80, head_epochs=60,
               lora_steps=160, lora_eval_steps=80, task_steps={'calendar': 800, 'claim-window': 1000, 'provider-select': 400},
-              task_batch={'calendar': 4, 'claim-window': 2, 'provider-select': 4}, task_lr=2e-3, task_r=32, cost_per_domain=20, infer_samples=None, max_new_tokens=64),
+              task_batch={'calendar': 4, 'claim-window': 2, 'provider-select': 4}, task_lr=2e-3, task_r=32, cost_per_domain=20,
+              infer_samples=None, max_new_tokens=64),
     quick=dict(per_expert=16, ambiguous_frac=0.5, train_samples=8, eval_samples=4, ocr_samples=8, head_epochs=20,
                lora_steps=24, lora_eval_steps=12, task_steps={'calendar': 4, 'claim-window': 4, 'provider-select': 4},
                task_batch=4, task_lr=1e-2, task_r=8, cost_per_domain=2, infer_samples=8, max_new_tokens=24))
