@@ -14,7 +14,7 @@ sources grow 10x; the same seed gives byte-identical output.
 """
 import argparse, json, os, random, resource, shutil, subprocess, sys, time
 from pathlib import Path
-from moe_router.synth import tool_call
+from moe_router.toolcall import tool_call
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE/'out'

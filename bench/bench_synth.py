@@ -7,13 +7,14 @@ import hashlib, json, shutil, tempfile, time
 from pathlib import Path
 from PIL import ImageDraw
 import moe_router.synth as synth
+import moe_router.screens as screens
 
 HERE = Path(__file__).resolve().parent
 PER_EXPERT, REPEATS = 60, 3
 
 def plain_text(d, xy, s, size=9, fill='black', anchor='la'):
     "The baseline: PIL renders every label with FreeType each time"
-    d.text(xy, str(s), font=synth.font(size), fill=fill, anchor=anchor)
+    d.text(xy, str(s), font=screens.font(size), fill=fill, anchor=anchor)
 
 def digest(root):
     h = hashlib.sha256()
@@ -26,7 +27,7 @@ def best_time(tmp, tag):
     ts = []
     for i in range(REPEATS):
         out = tmp/f'{tag}{i}'
-        synth._text_mask.cache_clear()
+        screens._text_mask.cache_clear()
         t0 = time.perf_counter(); synth.make_synthetic_experts(out, per_expert=PER_EXPERT, seed=0); ts.append(time.perf_counter()-t0)
     return min(ts), digest(out)
 
@@ -34,9 +35,9 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     try:
         fast, d_fast = best_time(tmp, 'fast')
-        orig = synth.text; synth.text = plain_text
+        orig = screens.text; screens.text = plain_text
         try: slow, d_slow = best_time(tmp, 'slow')
-        finally: synth.text = orig
+        finally: screens.text = orig
         _, d_again = best_time(tmp, 'again')
     finally: shutil.rmtree(tmp)
     n = 3*PER_EXPERT

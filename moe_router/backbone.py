@@ -66,24 +66,10 @@ _BASE_CORPUS = [
     "0 1 2 3 4 5 6 7 8 9 10 100 250 300 500 750 1000 2024 2025 2026",
     "Claim Status Date of Service Billing Provider Treating Provider Insurance Plan OK Cancel Send Print"]
 
-def _strings(obj):
-    "All strings inside nested lists, tuples and dicts"
-    if isinstance(obj, str): yield obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items(): yield from _strings(k); yield from _strings(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj: yield from _strings(v)
-
 def tiny_corpus()->list:
-    "Domain text the tiny tokenizer is trained on: fixed sentences plus `moe_router.synth`'s templates if present"
-    texts = list(_BASE_CORPUS) + load_registry(PACKAGE_REGISTRY).names
-    try: import moe_router.synth as synth
-    except Exception: synth = None
-    if synth is not None:
-        for name in sorted(vars(synth)):
-            if name.isupper() and not name.startswith('TOY_') and isinstance(getattr(synth, name), (list, tuple, dict)):
-                texts += list(_strings(getattr(synth, name)))   # domain text; the lessons' TOY_ fixtures are not
-    return texts
+    "Domain text the tiny tokenizer is trained on: fixed sentences, the adapter names and the synthetic experts' text"
+    from moe_router.synth import corpus_texts
+    return list(_BASE_CORPUS) + load_registry(PACKAGE_REGISTRY).names + corpus_texts()
 
 # %% ../nbs/03a_backbone.ipynb #6b8f2fb1
 def build_tokenizer(corpus:list,       # training texts

@@ -17,17 +17,17 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
 from .config import ConfigError, DatasetError
-from .datagen import parse_tool_call
+from .toolcall import parse_tool_call
 from .evaluate import RouterEval, Table, heatmap, fig_png, _r4
 
 # %% ../nbs/04b_cost.ipynb #7ad25d87
 def score_outputs(outputs:list,     # generated answers, one per sample
                   samples:list,     # routing samples with a gold `answer`
                   tol:float=50,     # coordinate tolerance on the 0-1000 scale
-                  score=None,       # `(pred, gold, tol) -> {parsed, action_ok, coord_ok}`; `datagen.score_tool_call` by default
+                  score=None,       # `(pred, gold, tol) -> {parsed, action_ok, coord_ok}`; `toolcall.score_tool_call` by default
                  )->list:           # one dict per sample, with `ok` = all three checks passed
     "Score generated tool calls against the samples' gold answers"
-    if score is None: from moe_router.datagen import score_tool_call as score
+    if score is None: from moe_router.toolcall import score_tool_call as score
     if len(outputs) != len(samples): raise ValueError(f"{len(outputs)} outputs for {len(samples)} samples")
     res = []
     for o, s in zip(outputs, samples):

@@ -25,7 +25,8 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from PIL import Image, UnidentifiedImageError
 from .config import ConfigError, DatasetError, load_registry, is_slug, env_settings, atomic_write_json, read_text, check_router_record
-from .datagen import parse_tool_call, score_tool_call, load_split
+from .datagen import load_split
+from .toolcall import parse_tool_call, score_tool_call
 from .backbone import backbone_fingerprint, load_backbone, quiet_hf, vl_model, sample_image, preprocess_image, open_screenshot, ImageError, MAX_IMAGE_PIXELS
 from .experts import encode_task, peft_generate, train_task_lora, TASK_PROMPT_VERSION
 from .routers import find_router, load_head_checkpoint, load_router, router_info, check_adapter_dir, WEIGHT_FILES, complete_checkpoints, pooled_features, score_names, train_head, train_router_lora
