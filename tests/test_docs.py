@@ -48,3 +48,12 @@ def test_eval_page_shows_confusion_matrix(site, tmp_path):
     assert imgs, 'no PNG image on the eval page'
     sizes = [Image.open(io.BytesIO(base64.b64decode(b))).size for b in imgs]
     assert all(w > 50 and h > 50 for w, h in sizes), sizes
+
+def test_readme_has_no_nested_links():
+    "nbdev links backticked names inside links the author wrote; the build unnests them, so README shows one link each"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('build_docs', ROOT/'tools'/'build_docs.py')
+    bd = importlib.util.module_from_spec(spec); spec.loader.exec_module(bd)
+    assert bd.unnest_links('([[`A.b`](https://h/c.html#a.b)](https://h/c.html#a.b))') == '([`A.b`](https://h/c.html#a.b))'
+    nested = re.findall(r'\[\[[^\[\]]+\]\([^()\s]+\)\]\([^()\s]+\)', (ROOT/'README.md').read_text())
+    assert not nested, nested

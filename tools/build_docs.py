@@ -33,6 +33,11 @@ def _frontmatter(nb):
     return yaml.safe_load(c.source.strip().strip('-')) or {}
 
 _attr_re = re.compile(r'\{target="_blank"[^}]*\}')
+_nested_link_re = re.compile(r'\[\[([^\[\]]+)\]\([^()\s]+\)\]\(([^()\s]+)\)')
+def unnest_links(md:str)->str:
+    "nbdev links a backticked name even inside a link the author wrote: `[[`x`](u)](v)` back to the author's `[`x`](v)`"
+    return _nested_link_re.sub(r'[\1](\2)', md)
+
 _dir_re = re.compile(r'^\s*#\|.*$\n?', re.M)
 def _prep(nb, doc_host):
     "Hide `echo: false` inputs, drop directive lines and absolute doc links"
@@ -45,8 +50,8 @@ def _prep(nb, doc_host):
             c.source = _dir_re.sub('', src)
             for o in c.get('outputs', []):
                 if 'data' in o and 'text/markdown' in o['data']:
-                    o['data']['text/markdown'] = _attr_re.sub('', o['data']['text/markdown'].replace(doc_host, ''))
-        else: c.source = src.replace(doc_host, '')
+                    o['data']['text/markdown'] = unnest_links(_attr_re.sub('', o['data']['text/markdown'].replace(doc_host, '')))
+        else: c.source = unnest_links(src.replace(doc_host, ''))
         for k in [k for k in c if k not in ('cell_type', 'source', 'metadata', 'outputs', 'execution_count', 'id', 'attachments')]: del c[k]
         c.metadata.pop('execution', None)
         keep.append(c)
