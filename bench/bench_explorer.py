@@ -3,9 +3,9 @@ render one confusion cell of 500 samples with thumbnails.
 
 The evaluation is synthetic: 4 labels, 10,000 samples, screenshots of the synthetic experts' sizes
 (578x426 claim forms, 225x208 calendars) written as PNG; the 500 samples of the measured cell each have their own
-screenshot, the others share 400. The run directory is written by `explore.save_run`, as `moe-router-eval --out`
+screenshot, the others share 400. The run directory is written by `report.save_run`, as `moe-router-eval --out`
 writes it: router-eval.json, the figures, report.html and the thumbnail cache thumbs.npz. Figures:
-- save: `explore.save_run` without and with thumbs.npz; the difference is what the cache costs at save time;
+- save: `report.save_run` without and with thumbs.npz; the difference is what the cache costs at save time;
 - open: `Explorer.from_dir` (read router-eval.json, rebuild the RouterEval and its metrics, find every screenshot);
 - cell, first render: the first render of the cell in a fresh explorer (thumbnails read from thumbs.npz; the first 12
   screenshots and a typical predicted one decoded at 480 px for the enlarged view, in the thread pool);
@@ -15,7 +15,7 @@ writes it: router-eval.json, the figures, report.html and the thumbnail cache th
 - cell, one thread: the cold render with plain `cell_html` (no cache, no threads), the baseline.
 Goals: open < 2 s, a cell < 300 ms. Prints a markdown table and writes bench/out/explorer.json.
 
-`saliency` (gradient x input on the patch embeddings, `explore.saliency`) is timed on the CPU with the tiny backbone:
+`saliency` (gradient x input on the patch embeddings, `saliency.saliency`) is timed on the CPU with the tiny backbone:
 a head trained on the shared-instruction synthetic experts, 8 test samples one at a time, against routing the same 8
 samples one at a time (a forward pass each): the ratio is what a backward pass through the backbone adds.
 Run: .venv/bin/python bench/bench_explorer.py            (everything)
@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from moe_router.evaluate import RouterEval
-from moe_router.explore import Explorer, cell_html, ThumbCache, THUMBS, read_thumbs, save_run
+from moe_router.explore import Explorer, cell_html
+from moe_router.thumbs import ThumbCache, THUMBS, read_thumbs
+from moe_router.report import save_run
 
 HERE = Path(__file__).resolve().parent
 N, CELL, SHARED = 10_000, 500, 400
@@ -110,12 +112,12 @@ def main():
     print(f"\nwrote {HERE/'out'/'explorer.json'}")
 
 def saliency_time(n:int=8)->dict:
-    "Seconds per sample of `explore.saliency` on the CPU (tiny backbone), against routing one sample"
+    "Seconds per sample of `saliency.saliency` on the CPU (tiny backbone), against routing one sample"
     import torch
     from moe_router import synth, datagen
     from moe_router.backbone import load_backbone
     from moe_router.routers import train_head, load_router
-    from moe_router.explore import saliency
+    from moe_router.saliency import saliency
     torch.set_num_threads(1); root = Path(tempfile.mkdtemp(prefix='bench-saliency-'))
     ex = synth.make_synthetic_experts(root/'experts', per_expert=40, seed=0, ambiguous_frac=1.0)
     ds = datagen.build_routing_dataset(ex, root/'routing', train_samples=20, eval_samples=n, seed=0, log=None)

@@ -220,7 +220,7 @@ def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` o
              dataset_name:str=None,      # seed 002: the dataset (datasets/routing_...), instead of --dataset-dir
              run_name:str=None):         # seed 002: the run under runs/<dataset_name>/, instead of --router
     "Evaluate a router on a routing dataset split: metrics, confusion, calibration, pictures and an HTML report"
-    from moe_router.explore import run_eval, summary_text
+    from moe_router.report import run_eval, summary_text
     from moe_router.infer import stack_base
     from moe_router.routers import check_route_by
     try:

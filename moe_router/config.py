@@ -10,12 +10,12 @@ __all__ = ['BAD_INPUT', 'ADAPTER_KEYS', 'PACKAGE_REGISTRY', 'DEFAULT_BASE_MODEL'
            'load_registry', 'check_label_map', 'check_router_record', 'env_settings', 'researcher_name', 'umask',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'follow_umask', 'rename_noreplace',
            'is_partial', 'atomic_dir', 'check_out', 'confined', 'jsonl_lines', 'iter_jsonl', 'read_jsonl',
-           'write_jsonl']
+           'write_jsonl', 'data_uri']
 
 # %% ../nbs/00_config.ipynb #1366675b
-import glob, json, os, re, shutil, sys, tempfile
+import base64, glob, json, os, re, shutil, sys, tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass
 from pathlib import Path
 import yaml
 import moe_router
@@ -390,3 +390,10 @@ def read_jsonl(path:str|Path)->list:
 def write_jsonl(path:str|Path, records:list):
     "Write `records` as JSONL, atomically"
     return atomic_write_text(path, ''.join(json.dumps(r, ensure_ascii=False)+'\n' for r in records))
+
+# %% ../nbs/00_config.ipynb #706b9f14
+def data_uri(data:bytes,           # the file's bytes
+             mime:str='image/png', # its media type
+            )->str:                # `data:MIME;base64,...`, for an `<img src>` that needs no file server
+    "Bytes as a `data:` URI"
+    return f'data:{mime};base64,' + base64.b64encode(data).decode()

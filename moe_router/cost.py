@@ -9,14 +9,13 @@ __all__ = ['score_outputs', 'expert_domain_accuracy', 'expected_accuracy', 'misr
            'cost_figure', 'click_figure', 'cost_bars', 'cost_view_html']
 
 # %% ../nbs/04b_cost.ipynb #5ed80536
-import base64, html, json
+import html
 from collections import Counter
-from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
-from .config import ConfigError, DatasetError
+from .config import ConfigError, DatasetError, data_uri
 from .toolcall import parse_tool_call
 from .evaluate import RouterEval, Table, heatmap, fig_png, _r4
 
@@ -142,7 +141,7 @@ def cost_figure(costm:dict,       # from `expert_domain_accuracy`
     return fig
 
 # %% ../nbs/04b_cost.ipynb #83d21363
-def _png_img(png:bytes, alt:str)->str: return f"<img alt='{alt}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+def _png_img(png:bytes, alt:str)->str: return f"<img alt='{alt}' src='{data_uri(png)}'>"
 
 def _click_xy(answer:str)->tuple|None:
     "The coordinate of a tool call on the 0–1000 scale, or None (no tool call, or an action without a click)"

@@ -38,7 +38,7 @@ TIMEOUT = 300
 WARM = r'''
 import importlib, json, os, runpy, sys, traceback
 req, rep = (int(a) for a in sys.argv[1:3])
-for m in ('moe_router.datagen', 'moe_router.synth', 'moe_router.routers', 'moe_router.evaluate', 'moe_router.explore', 'moe_router.infer', 'moe_router.cli'):
+for m in ('moe_router.datagen', 'moe_router.synth', 'moe_router.routers', 'moe_router.evaluate', 'moe_router.explore', 'moe_router.report', 'moe_router.infer', 'moe_router.cli'):
     importlib.import_module(m)
 rf, wf = os.fdopen(req, 'r'), os.fdopen(rep, 'w', buffering=1)
 for line in rf:
@@ -611,7 +611,9 @@ def test_endpoint_bad_image_leaves_no_temp_file(service, request):
 def test_explorer_missing_image_placeholder(world, request):
     "A screenshot that is gone shows the placeholder in the exploration view and the HTML report"
     from moe_router.evaluate import evaluate
-    from moe_router.explore import report_html, explore, PLACEHOLDER
+    from moe_router.report import report_html
+    from moe_router.explore import explore
+    from moe_router.thumbs import PLACEHOLDER
     import numpy as np
     samples, _ = load_split(world['ds'], 'test')
     samples[0] = {**samples[0], 'image_path': str(world['root']/'gone.png')}

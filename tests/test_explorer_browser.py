@@ -31,7 +31,7 @@ def free_port()->int:
 def saved_run(out:Path)->dict:
     "Write a two-router evaluation of 24 samples with PNG screenshots; return the expected cell sizes of `head`"
     from moe_router.evaluate import RouterEval
-    from moe_router.explore import write_comparison, save_run
+    from moe_router.report import write_comparison, save_run
     samples = []
     for li, name in enumerate(LABELS):
         for i in range(8):

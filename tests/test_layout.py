@@ -5,8 +5,16 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1]/'moe_router'
 # Floors, ground first: a module imports only from its own floor or below.
-FLOORS = {'config': 1, 'toolcall': 2, 'datagen': 2, 'screens': 2, 'synth': 2, 'ocr': 2, 'backbone': 3, 'routers': 4,
-          'experts': 4, 'evaluate': 5, 'cost': 5, 'explore': 5, 'infer': 5, 'demo': 6, 'serve': 6, 'cloud': 7, 'cli': 8}
+FLOORS = {
+    'config': 1, 'flags': 1,
+    'toolcall': 2, 'datagen': 2, 'screens': 2, 'synth': 2, 'ocr': 2,
+    'backbone': 3,
+    'routers': 4, 'experts': 4,
+    'evaluate': 5, 'cost': 5, 'thumbs': 5, 'saliency': 5, 'explore': 5, 'report': 5, 'infer': 5,
+    'demo': 6, 'serve': 6,
+    'cloud': 7,
+    'cli': 8,
+}
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
 
 def imports(mod:str)->list:

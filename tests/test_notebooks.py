@@ -28,7 +28,7 @@ def test_package_matches_notebooks(tmp_path):
 
 # The notebooks are split over two files, so that pytest-xdist's two workers (one file at a time each) share them:
 # this file runs these, `test_notebooks_b.py` the rest (about 8 minutes each on 2 cores).
-SECOND = {'03a_backbone', '04a_explore', '04b_cost', '06_demo', '06a_serve', '07_cloud', '08_cli'}
+SECOND = {'03a_backbone', '04a_explore', '04b_cost', '04c_thumbs', '04d_report', '04e_saliency', '06_demo', '06a_serve', '07_cloud', '08_cli'}
 FIRST = [p for p in NBS if p.stem not in SECOND]
 
 @pytest.mark.parametrize('nb', FIRST, ids=[p.stem for p in FIRST])
