@@ -59,7 +59,7 @@ def test_console_scripts_point_at_cli():
     scripts = tomllib.loads((PKG.parent/'pyproject.toml').read_text())['project']['scripts']
     assert all(v.startswith('moe_router.cli:') for v in scripts.values()), scripts
 
-@pytest.mark.parametrize('mod', ['datagen', 'toolcall', 'screens', 'synth', 'ocr'])
+@pytest.mark.parametrize('mod', ['flags', 'datagen', 'toolcall', 'screens', 'synth', 'ocr'])
 def test_data_half_imports_no_torch(mod):
     "The data half starts without torch, transformers or modal"
     code = (f"import sys, moe_router.{mod}; heavy = [m for m in ('torch', 'transformers', 'modal') if m in sys.modules]; "
@@ -76,3 +76,13 @@ def test_function_bodies_fit_a_screen():
                 n = node.end_lineno - node.body[0].lineno + 1
                 if n > 40: long.append(f"{m}.{node.name}: {n} lines")
     assert not long, '\n'.join(long)
+
+def test_no_unused_imports():
+    "No module imports a name it never uses (pyflakes' `imported but unused`; nbdev's exported import cells gather them)"
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+    import io
+    out = io.StringIO()
+    for m in MODULES: check((PKG/f'{m}.py').read_text(), f'moe_router/{m}.py', Reporter(out, io.StringIO()))
+    unused = [l for l in out.getvalue().splitlines() if 'imported but unused' in l]
+    assert not unused, '\n'.join(unused)
