@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 from .config import ConfigError, DatasetError, atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_dir, confined
-from .evaluate import (RouterEval, Table, top_confusions, explain, accuracy_by, headline, fig_png, coverage_figure,
+from .metrics import _r4, wilson, fmt_rate, mcnemar
+from .figures import fig_png, coverage_figure
+from .evaluate import (RouterEval, Table, top_confusions, explain, accuracy_by, headline,
                                  evaluate, evaluate_dir, compare, diff_confusion, diff_figure, agreement, read_eval,
-                                 eval_json, saved_eval, _read_json_or_jsonl, _r4,
-                                 wilson, fmt_rate, mcnemar, paired)
+                                 eval_json, saved_eval, _read_json_or_jsonl, paired)
 
 # %% ../nbs/04a_explore.ipynb #34c92f4e
 def _placeholder(size:int=96)->str:
