@@ -17,7 +17,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 from .config import ConfigError, DatasetError, data_uri
 from .toolcall import parse_tool_call
-from .evaluate import RouterEval, Table, heatmap, fig_png, _r4
+from .metrics import _r4
+from .figures import heatmap, fig_png
+from .evaluate import RouterEval, Table
 
 # %% ../nbs/04b_cost.ipynb #7ad25d87
 def score_outputs(outputs:list,     # generated answers, one per sample

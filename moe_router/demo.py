@@ -22,7 +22,8 @@ from .datagen import build_routing_dataset, load_split
 from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate
-from .evaluate import Table, fmt_rate, wilson
+from .metrics import fmt_rate, wilson
+from .evaluate import Table
 from .report import run_eval
 from .cost import expert_domain_accuracy, end_to_end, cost_figure, score_outputs, cost_view_html
 from .infer import StackedPipeline, run_dataset, dataset_report

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 from .config import ConfigError, DatasetError, confined, data_uri
-from .evaluate import RouterEval, Table, top_confusions, fig_png, diff_figure, saved_eval, _read_json_or_jsonl, _r4, fmt_rate, mcnemar
+from .metrics import _r4, fmt_rate, mcnemar
+from .figures import fig_png
+from .evaluate import RouterEval, Table, top_confusions, diff_figure, saved_eval, _read_json_or_jsonl
 from .thumbs import THUMBS, ThumbCache, thumbnail_uri, screen_uri
 from .saliency import check_saliency, saliency, saliency_overlay
 

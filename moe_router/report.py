@@ -12,8 +12,10 @@ __all__ = ['EVAL_ENTRIES', 'KEPT', 'report_html', 'save_run', 'is_eval_file', 'w
 import html, re, shutil
 from pathlib import Path
 from .config import ConfigError, atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_dir
-from .evaluate import (RouterEval, Table, top_confusions, explain, accuracy_by, headline, fig_png, coverage_figure,
-                                 evaluate, evaluate_dir, compare, diff_confusion, diff_figure, agreement, read_eval, fmt_rate, paired)
+from .metrics import fmt_rate
+from .figures import fig_png, coverage_figure
+from .evaluate import (RouterEval, Table, top_confusions, explain, accuracy_by, headline,
+                                 evaluate, evaluate_dir, compare, diff_confusion, diff_figure, agreement, read_eval, paired)
 from .thumbs import THUMBS, ThumbCache, screen_uri
 from .explore import CSS, Explorer, cell_html, confusion_html, _img, _unique
 
