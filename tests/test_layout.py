@@ -6,7 +6,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1]/'moe_router'
 # Floors, ground first: a module imports only from its own floor or below.
 FLOORS = {'config': 1, 'datagen': 2, 'synth': 2, 'backbone': 3, 'routers': 4, 'experts': 4,
-          'evaluate': 5, 'cost': 5, 'explore': 5, 'infer': 5, 'demo': 6, 'serve': 6, 'cloud': 7, 'cli': 8}
+          'evaluate': 5, 'cost': 5, 'explore': 5, 'stack': 5, 'decode': 5, 'infer': 5, 'demo': 6, 'service': 6,
+          'serve': 6, 'cloud': 7, 'cli': 8}
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
 
 def imports(mod:str)->list:
