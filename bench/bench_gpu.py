@@ -178,7 +178,8 @@ class Bench:
     def setup(self):
         import torch, transformers, peft
         from moe_router import backbone as bb
-        from moe_router.infer import StackedPipeline, cache_len
+        from moe_router.infer import StackedPipeline
+        from moe_router.decode import cache_len
         from moe_router.experts import encode_task
         t_build, self.mpath = timed(lambda: build_model(self.shapes, self.work/'model'))
         t_load, (model, self.proc) = timed(lambda: bb.load_backbone(str(self.mpath)))
@@ -233,7 +234,7 @@ class Bench:
 
     def warm_main(self):
         "This process's own start: warm batch sizes 1 and 4 (compiling; its artifacts are saved for nothing else)"
-        from moe_router.infer import GreedyDecoder
+        from moe_router.decode import GreedyDecoder
         self.mode(True)
         st = self.pipe.start(self.work/'compile-cache-main.bin', SIZES)
         self.res['start_main'] = st
@@ -255,7 +256,7 @@ class Bench:
 
     def decode(self):
         import torch
-        from moe_router.infer import BASE
+        from moe_router.stack import BASE
         p, E = self.pipe, EXPERTS[0]
         with torch.no_grad():
             self.mode(False)
@@ -312,7 +313,7 @@ class Bench:
         import torch
         from peft import PeftModel
         from moe_router import backbone as bb, experts
-        self.mode(False); tgt = self.pipe.choose(self.pipe.route([r])[0])['target']
+        self.mode(False); tgt = self.pipe.decide(self.pipe.route([r])[0])['target']
         tgt = tgt if tgt in self.loras else EXPERTS[0]
         t0 = time.perf_counter(); m, pr = bb.load_backbone(str(self.mpath))
         with bb.quiet_hf(): pm = PeftModel.from_pretrained(m, self.loras[tgt], adapter_name=tgt).eval()
@@ -328,7 +329,7 @@ class Bench:
         "The head's routing against a bare prefill of the router prompt: with the screenshot decoded ahead (as the batcher does) and from its file"
         import torch
         from moe_router import backbone as bb
-        from moe_router.infer import BASE
+        from moe_router.stack import BASE
         p, r0 = self.pipe, self.reqs[0]; self.mode(True)
         with p.activate(EXPERTS[0], merge=True): pass    # the fast path holds an adapter: routing swaps to the base and back
         renc = {k: v.to(self.dev) for k, v in bb.encode_router(self.proc, [r0], LABELS).items()}
@@ -384,7 +385,7 @@ class Bench:
 
     def batch12(self):
         "12 requests over 3 adapters (4 each), experts named: eager mixed, fast (the policy's choice), one by one"
-        from moe_router.infer import DecodePolicy
+        from moe_router.decode import DecodePolicy
         p = self.pipe; batch = [dict(r, expert=EXPERTS[i % 3]) for i, r in enumerate(self.reqs)]
         self.mode(False)
         t_mixed, o = timed(lambda: p.run(batch)); mixed = [x.text for x in o]

@@ -20,7 +20,8 @@ import torch
 from peft import PeftModel, get_peft_model
 from moe_router import backbone, routers, experts, synth, datagen
 from moe_router.datagen import load_split
-from moe_router.infer import StackedPipeline, AdapterSwitch
+from moe_router.infer import StackedPipeline
+from moe_router.decode import AdapterSwitch
 
 HERE = Path(__file__).resolve().parent
 NEW_TOKENS = 40          # a tool call is 30-60 tokens; generation is forced to exactly this many
@@ -66,7 +67,7 @@ def reload_expert(name:str, loras:dict):
 def reload_request(pipe, req, loras):
     "Route with the resident router, then answer on a freshly loaded base + LoRA (seed 002)"
     t0 = time.perf_counter()
-    target = pipe.choose(pipe.route([req])[0])['target']
+    target = pipe.decide(pipe.route([req])[0])['target']
     t1 = time.perf_counter()
     pm, p = reload_expert(target if target in loras else EXPERTS[0], loras)
     t2 = time.perf_counter()

@@ -343,7 +343,9 @@ def serve_cli(router:str=None,         # router-head.pt or router-LoRA directory
               no_warmup:bool=False,    # skip the start-up warm-up of the GPU's fast path (the first requests then compile it)
              ):
     "Serve the stacked pipeline over HTTP: POST {image_b64, prompt, expert?} to / or /infer, GET /health"
-    from moe_router.infer import StackedPipeline, InferenceService, compile_cache_file
+    from moe_router.infer import StackedPipeline
+    from moe_router.decode import compile_cache_file
+    from moe_router.service import InferenceService
     from moe_router.backbone import cache_root
     from moe_router.serve import bind, serve, MAX_BODY_BYTES
     try:

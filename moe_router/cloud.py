@@ -29,7 +29,9 @@ from .datagen import (build_routing_dataset, expert_paths, verify_expert_dataset
                                load_metadata, update_latest, LATEST_RE, load_split, read_routing, _check_args)
 from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, with_text_only, load_router
 from .evaluate import evaluate_dir, router_probs, without_images
-from .infer import StackedPipeline, InferenceService, compile_cache_file, run_dataset, dataset_report, infer_one
+from .infer import StackedPipeline, run_dataset, dataset_report, infer_one
+from .decode import compile_cache_file
+from .service import InferenceService
 from .demo import demo_stages
 from .serve import make_app
 

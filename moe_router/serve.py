@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from .config import ConfigError
-from .infer import InferenceService, RequestError, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
+from .service import InferenceService, RequestError, MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
 from .backbone import MAX_IMAGE_PIXELS
 from PIL import Image
 

@@ -578,7 +578,8 @@ def test_skip_invalid_counts_and_reports(world, tmp_path, run, request):
 @pytest.fixture(scope='module')
 def service(world):
     "The endpoint's request handler around a stacked pipeline (tiny base, the head router, every expert = the base)"
-    from moe_router.infer import StackedPipeline, InferenceService
+    from moe_router.infer import StackedPipeline
+    from moe_router.service import InferenceService
     pipe = StackedPipeline.load({n: 'base' for n in world['router_info']['labels']}, world['head'], 'tiny', max_new_tokens=4)
     svc = InferenceService(pipe)
     yield svc
