@@ -25,7 +25,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from PIL import Image, UnidentifiedImageError
 from .config import ConfigError, DatasetError, load_registry, is_slug, env_settings, atomic_write_json, read_text, check_router_record
-from .datagen import load_split
+from .routing import load_split
 from .toolcall import parse_tool_call, score_tool_call
 from .backbone import backbone_fingerprint, load_backbone, quiet_hf, vl_model, sample_image, preprocess_image, open_screenshot, ImageError, MAX_IMAGE_PIXELS
 from .experts import encode_task, peft_generate, train_task_lora, TASK_PROMPT_VERSION

@@ -5,7 +5,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1]/'moe_router'
 # Floors, ground first: a module imports only from its own floor or below.
-FLOORS = {'config': 1, 'toolcall': 2, 'datagen': 2, 'screens': 2, 'synth': 2, 'ocr': 2, 'backbone': 3, 'routers': 4,
+FLOORS = {'config': 1, 'toolcall': 2, 'records': 2, 'routing': 2, 'history': 2, 'datagen': 2,
+          'screens': 2, 'synth': 2, 'ocr': 2, 'backbone': 3, 'routers': 4,
           'experts': 4, 'evaluate': 5, 'cost': 5, 'explore': 5, 'infer': 5, 'demo': 6, 'serve': 6, 'cloud': 7, 'cli': 8}
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
 
@@ -51,7 +52,7 @@ def test_console_scripts_point_at_cli():
     scripts = tomllib.loads((PKG.parent/'pyproject.toml').read_text())['project']['scripts']
     assert all(v.startswith('moe_router.cli:') for v in scripts.values()), scripts
 
-@pytest.mark.parametrize('mod', ['datagen', 'toolcall', 'screens', 'synth', 'ocr'])
+@pytest.mark.parametrize('mod', ['datagen', 'records', 'routing', 'history', 'toolcall', 'screens', 'synth', 'ocr'])
 def test_data_half_imports_no_torch(mod):
     "The data half starts without torch, transformers or modal"
     code = (f"import sys, moe_router.{mod}; heavy = [m for m in ('torch', 'transformers', 'modal') if m in sys.modules]; "
