@@ -68,7 +68,8 @@ def run_stream(experts, out, a):
 def run_naive(experts, out, a):
     "Load every record of an expert into memory, convert all, shuffle, take eval then train (image-disjoint)"
     from moe_router.config import load_registry, write_jsonl, atomic_write_json, atomic_dir
-    from moe_router.datagen import ExpertSource, to_routing_sample, split_counts
+    from moe_router.records import ExpertSource, to_routing_sample
+    from moe_router.datagen import split_counts
     reg, rng = load_registry(), random.Random(a.seed)
     picked = {}
     for name, p in experts.items():

@@ -114,7 +114,7 @@ def main():
 def saliency_time(n:int=8)->dict:
     "Seconds per sample of `saliency.saliency` on the CPU (tiny backbone), against routing one sample"
     import torch
-    from moe_router import synth, datagen
+    from moe_router import synth, datagen, routing
     from moe_router.backbone import load_backbone
     from moe_router.routers import train_head, load_router
     from moe_router.saliency import saliency
@@ -123,7 +123,7 @@ def saliency_time(n:int=8)->dict:
     ds = datagen.build_routing_dataset(ex, root/'routing', train_samples=20, eval_samples=n, seed=0, log=None)
     model, processor = load_backbone('tiny')
     head = train_head(ds, root/'head', backbone=(model, processor), epochs=20, progress=False, log=None)
-    r = load_router(head['path'], model=model, processor=processor); test = datagen.load_split(ds, 'test')[0][:n]
+    r = load_router(head['path'], model=model, processor=processor); test = routing.load_split(ds, 'test')[0][:n]
     saliency(r, test[:1]); r(test[:1])                                    # warm up
     t_sal, _ = timed(lambda: [saliency(r, [s]) for s in test])
     t_fwd, _ = timed(lambda: [r([s]) for s in test])

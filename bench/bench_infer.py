@@ -19,7 +19,7 @@ warnings.filterwarnings('ignore')
 import torch
 from peft import PeftModel, get_peft_model
 from moe_router import backbone, routers, experts, synth, datagen
-from moe_router.datagen import load_split
+from moe_router.routing import load_split
 from moe_router.infer import StackedPipeline
 from moe_router.decode import AdapterSwitch
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from moe_router import synth, datagen
 from moe_router.config import load_registry
 from moe_router.backbone import load_backbone, encode_router
-from moe_router.datagen import read_routing
+from moe_router.routing import read_routing
 from moe_router.routers import (pooled_features, RouterHead, fit_head, _eval_head, train_router_lora, load_router,
                                 score_names, generate_names, with_text_only)
 

@@ -51,7 +51,7 @@ def history_experts(reg,              # the `Registry` in force
                     root:str='.cache/moe_router/datasets', # where the history's datasets are
                    )->dict:           # `{adapter: dataset path}`
     "The experts' datasets: flags first, then the training history's latest dataset for the others (it says which)"
-    from moe_router.datagen import experts_from_flags, latest_deployed_dataset
+    from moe_router.history import experts_from_flags, latest_deployed_dataset
     if not history: return experts_from_flags(reg, named, extra)
     given = {k: v for k, v in named.items() if v}
     for a in reg:
@@ -88,7 +88,8 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
                  extra_hard:Annotated[str, {'nargs': '+'}]=None, # JSONL files exported by the explorer: hard samples for the training split only
                 ):
     "Generate a balanced routing dataset from the experts' datasets"
-    from moe_router.datagen import build_routing_dataset, experts_from_flags, update_latest
+    from moe_router.datagen import build_routing_dataset
+    from moe_router.history import experts_from_flags, update_latest
     if test:
         print("Running in TEST mode (1 sample per adapter)")
         train_samples = eval_samples = 1

@@ -25,8 +25,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import modal
 from .config import ConfigError, DatasetError, BAD_INPUT, env_settings, atomic_dir, fail, load_registry
-from .datagen import (build_routing_dataset, expert_paths, verify_expert_datasets, latest_deployed_dataset,
-                               load_metadata, update_latest, LATEST_RE, load_split, read_routing, _check_args)
+from .datagen import build_routing_dataset, _check_args
+from .history import expert_paths, verify_expert_datasets, latest_deployed_dataset, update_latest, LATEST_RE
+from .routing import load_metadata, load_split, read_routing
 from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, with_text_only, load_router
 from .evaluate import evaluate_dir, router_probs, without_images
 from .infer import StackedPipeline, run_dataset, dataset_report, infer_one

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from .config import ConfigError, DatasetError, check_out, atomic_write_json, atomic_write_text, load_registry
 from .synth import make_synthetic_experts
-from .datagen import build_routing_dataset, load_split
+from .datagen import build_routing_dataset
+from .routing import load_split
 from .backbone import load_backbone, quiet_hf
 from .routers import train_head, train_router_lora
 from .experts import train_expert_loras, peft_generate

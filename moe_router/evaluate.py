@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from .config import ConfigError, DatasetError, atomic_write_bytes, atomic_write_json, check_label_map
-from .datagen import gold_labels
+from .routing import gold_labels
 from .metrics import (confusion, confusion_dict, confusion_from_dict, _r4, wilson, fmt_rate, eval_metrics,
                                 text_only_metrics, mcnemar)
 from .figures import fig_png, heatmap, confusion_figure, reliability_figure, coverage_figure
@@ -145,7 +145,7 @@ def evaluate_dir(router,                 # a router, a checkpoint path, or a cal
                  registry=None,          # `Registry` to check the dataset against (default: none)
                  **kwargs):              # passed to `evaluate`
     "Evaluate `router` on one split of a routing dataset directory"
-    from moe_router.datagen import load_split
+    from moe_router.routing import load_split
     samples, meta = load_split(dataset_dir, split, registry)
     where = f"{Path(dataset_dir)/split}.jsonl"
     info = dict(kwargs.pop('info', None) or {}, dataset=str(dataset_dir), split=split, where=where,
@@ -498,7 +498,7 @@ def saved_eval(path:str|Path,          # a `router-eval.json` written by this pa
                roots:list|None=None,   # more directories to look for screenshots under, tried first
               )->tuple:                # `(RouterEval, number of screenshots not found)`
     "Rebuild a `RouterEval` from a saved `router-eval.json`, and count its missing screenshots"
-    from moe_router.datagen import resolve_image
+    from moe_router.routing import resolve_image
     path = Path(path); d = _read_json_or_jsonl(path)     # not found / invalid JSON, with the path
     if not isinstance(d, dict) or not d.get('labels') or not isinstance(d.get('predictions'), list) or not d['predictions']:
         keys = sorted(d)[:8] if isinstance(d, dict) else type(d).__name__

@@ -18,7 +18,7 @@ import moe_router
 from tqdm.auto import tqdm
 from peft import PeftModel
 from .config import ConfigError, DatasetError, read_jsonl
-from .datagen import check_gold, RecordError
+from .records import check_gold, RecordError
 from .backbone import load_backbone, sample_image, encode_chat, greedy_generate, backbone_fingerprint, quiet_hf
 from .routers import sft_lora, lora_config, save_adapter
 
@@ -61,7 +61,7 @@ def read_expert(expert_dir:str|Path, # expert dataset directory (`train.jsonl`, 
                 domain:str=None,     # the domain whose action types the gold answers must use; default: the directory's name
                 exclude:set=None,    # record ids to leave out (e.g. the routing test split's)
                )->list:              # rows: id, text, image_path, system, answer
-    "Rows of an expert dataset for task-LoRA training; every gold answer checked by `datagen.check_gold`"
+    "Rows of an expert dataset for task-LoRA training; every gold answer checked by `records.check_gold`"
     d = Path(expert_dir); f = d/f'{split}.jsonl'; domain = domain or d.name; exclude = exclude or set()
     if not f.is_file(): raise DatasetError(f"{d}: no {split}.jsonl (looked for {f}); is this an expert dataset directory?")
     rows = []

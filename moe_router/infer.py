@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from PIL import Image
 from .config import ConfigError, DatasetError, env_settings
-from .datagen import load_split
+from .routing import load_split
 from .toolcall import parse_tool_call, score_tool_call
 from .backbone import backbone_fingerprint, load_backbone, quiet_hf, sample_image, preprocess_image, VisionCache, encode_chat_pixels
 from .experts import encode_task, MergedAdapter, BASE_SLOT, task_messages

@@ -133,7 +133,7 @@ def run_eval(router,                     # router checkpoint path (or a router o
         e = evaluate_dir(r, dataset_dir, split, registry=registry, **kw)
         e.name = _unique(e.name, evals); evals[e.name] = e
     if baseline:
-        from moe_router.datagen import load_split
+        from moe_router.routing import load_split
         from moe_router.routers import TfidfRouter
         b = TfidfRouter(main.labels).fit(load_split(dataset_dir, 'train', registry)[0], f"{Path(dataset_dir)/'train.jsonl'}")
         e = evaluate(b, main.samples, main.labels, name=_unique('tfidf', evals), progress=False,

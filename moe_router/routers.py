@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 import moe_router
 from .config import (ConfigError, DatasetError, load_registry, check_label_map, env_settings, atomic_write_bytes,
                                atomic_write_json, atomic_dir, read_jsonl, check_router_record, read_text, follow_umask)
-from .datagen import read_routing, gold_labels
+from .routing import read_routing, gold_labels
 from .backbone import (load_backbone, backbone_fingerprint, quiet_hf, encode_router, answer_text, encode_chat,
                                  sample_image, greedy_generate, router_messages, router_system_prompt, PROMPT_VERSION, vl_model)
 

@@ -23,7 +23,8 @@ import base64, json, os, re, select, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from moe_router.synth import make_synthetic_experts
-from moe_router.datagen import build_routing_dataset, load_split
+from moe_router.datagen import build_routing_dataset
+from moe_router.routing import load_split
 from moe_router.config import DatasetError
 
 BIN = Path(sys.executable).parent

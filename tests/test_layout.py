@@ -7,7 +7,8 @@ PKG = Path(__file__).resolve().parents[1]/'moe_router'
 # Floors, ground first: a module imports only from its own floor or below.
 FLOORS = {
     'config': 1, 'flags': 1,
-    'toolcall': 2, 'datagen': 2, 'screens': 2, 'synth': 2, 'ocr': 2, 'metrics': 2, 'figures': 2,
+    'toolcall': 2, 'records': 2, 'routing': 2, 'history': 2, 'datagen': 2, 'screens': 2, 'synth': 2, 'ocr': 2,
+    'metrics': 2, 'figures': 2,
     'backbone': 3,
     'routers': 4, 'experts': 4,
     'evaluate': 5, 'cost': 5, 'thumbs': 5, 'saliency': 5, 'explore': 5, 'report': 5, 'stack': 5, 'decode': 5, 'infer': 5,
@@ -59,7 +60,8 @@ def test_console_scripts_point_at_cli():
     scripts = tomllib.loads((PKG.parent/'pyproject.toml').read_text())['project']['scripts']
     assert all(v.startswith('moe_router.cli:') for v in scripts.values()), scripts
 
-@pytest.mark.parametrize('mod', ['flags', 'datagen', 'toolcall', 'screens', 'synth', 'ocr', 'metrics', 'figures'])
+@pytest.mark.parametrize('mod', ['flags', 'toolcall', 'records', 'routing', 'history', 'datagen', 'screens', 'synth', 'ocr',
+                                 'metrics', 'figures'])
 def test_data_half_imports_no_torch(mod):
     "The data half starts without torch, transformers or modal"
     code = (f"import sys, moe_router.{mod}; heavy = [m for m in ('torch', 'transformers', 'modal') if m in sys.modules]; "

@@ -141,7 +141,7 @@ def test_shards_3_equal_one_run(vols, monkeypatch, capsys):
     import numpy as np, torch
     from moe_router import cloud
     from moe_router.backbone import load_backbone
-    from moe_router.datagen import load_split
+    from moe_router.routing import load_split
     from moe_router.evaluate import evaluate_dir
     from moe_router.routers import pooled_features, train_head
     ds = vols/'datasets'/'routing_20251124_143022'

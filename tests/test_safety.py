@@ -248,7 +248,7 @@ def test_ctrl_c_then_resume(world):
 # ------------------------------------------------------------------------------------------------------------
 def test_experts_in_two_roots(world):
     "Experts from two directories whose relative screenshot paths collide: each sample reads its own expert's file"
-    from moe_router.datagen import load_split
+    from moe_router.routing import load_split
     from moe_router.backbone import sample_image
     from PIL import Image
     t = world['tmp']/'roots'; A, B = t/'A', t/'B'
@@ -286,7 +286,7 @@ def test_control_tokens_in_expert_data(world):
 
 def test_routing_latest_follows_the_newest(world):
     "routing_latest is the newest build, whichever finished last"
-    from moe_router.datagen import update_latest
+    from moe_router.history import update_latest
     t = world['tmp']/'latest'
     old, new = (shutil.copytree(world['ds'], t/n) for n in ('routing_20260101_090000_000001', 'routing_20260101_090000_000002'))
     update_latest(new); update_latest(old)   # the older build finishes last
