@@ -6,32 +6,31 @@ Docs: https://moe-router.github.io/moe_router/cloud.html.md"""
 
 # %% auto #0
 __all__ = ['GPU_PINS', 'GPU', 'LORA_TRAINING', 'app', 'image', 'serve_image', 'VOLUME_SPECS', 'VOLUMES', 'data_vol', 'ckpt_vol',
-           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'ENV_KEYS', 'RULE60', 'RUN_ROOTS', 'COMPILE_CACHE',
-           'DATA_ROOT', 'caller_env', 'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes',
-           'on_mounts', 'offline', 'volume_dir', 'upload_dataset', 'fetch_dataset', 'history_source',
-           'find_latest_dataset', 'history_paths', 'verify_datasets', 'assemble_dataset', 'seed_count',
-           'generate_routing_data', 'modal_train_router_head', 'modal_train_router_lora', 'modal_evaluate',
-           'modal_infer', 'modal_tensorboard', 'router_train', 'shard_bounds', 'modal_features_shard', 'merge_features',
-           'sharded_features', 'sample_key', 'modal_eval_shard', 'ShardedRouter', 'sharded_router', 'router_path',
+           'out_vol', 'hist_vol', 'lora_vol', 'legacy_vol', 'RULE60', 'RUN_ROOTS', 'COMPILE_CACHE', 'DATA_ROOT',
+           'caller_env', 'apply_env', 'volume_table', 'in_container', 'commit_volumes', 'reload_volumes', 'volume_dir',
+           'upload_dataset', 'fetch_dataset', 'history_source', 'find_latest_dataset', 'history_paths',
+           'verify_datasets', 'assemble_dataset', 'seed_count', 'generate_routing_data', 'modal_train_router_head',
+           'modal_train_router_lora', 'modal_evaluate', 'modal_infer', 'modal_tensorboard', 'router_train',
+           'modal_features_shard', 'sharded_features', 'modal_eval_shard', 'sharded_router', 'router_path',
            'StackedInference', 'volume_path', 'stacked_inference', 'modal_demo_stages', 'modal_credentials',
-           'upload_run', 'download_eval', 'demo_stages_modal']
+           'upload_run', 'download_eval', 'demo_stages_modal', 'offline']
 
 # %% ../nbs/07_cloud.ipynb #d15aca21
 if not __package__ and __name__ != '__main__': __package__ = 'moe_router'  # `modal run moe_router/cloud.py` loads this file by its path, outside the package
 import json, os, re, time
-from contextlib import contextmanager, nullcontext
+import warnings
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-import numpy as np
 import modal
-from .config import ConfigError, DatasetError, BAD_INPUT, env_settings, atomic_dir, fail, load_registry
+from .config import ConfigError, DatasetError, BAD_INPUT, ENV_KEYS, env_settings, atomic_dir, fail, load_registry
 from .datagen import build_routing_dataset, _check_args
 from .history import expert_paths, verify_expert_datasets, latest_deployed_dataset, update_latest, LATEST_RE
-from .routing import load_metadata, load_split, read_routing
-from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, with_text_only, load_router
+from .routing import load_metadata, load_split
+from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, load_router
 from .evaluate import evaluate_dir, router_probs, without_images
 from .infer import StackedPipeline, run_dataset, dataset_report, infer_one
 from .decode import compile_cache_file
+from .shards import shard_bounds, merge_features, sample_key, ShardedRouter
 from .service import InferenceService
 from .demo import demo_stages
 from .serve import make_app
@@ -61,7 +60,6 @@ VOLUME_SPECS = {"/datasets": ("moe-lora-data", "the experts' datasets and the ro
                 "/data": ("claimhawk-training-data", "seed 003's legacy mount: `--data-path /data/routing-train.jsonl`")}
 VOLUMES = {mount: modal.Volume.from_name(name, create_if_missing=True) for mount, (name, _) in VOLUME_SPECS.items()}
 data_vol, ckpt_vol, out_vol, hist_vol, lora_vol, legacy_vol = VOLUMES.values()
-ENV_KEYS = ('BASE_MODEL_ID', 'TRAIN_DATA', 'VAL_DATA', 'ROUTER_OUT')   # seed 003's settings, read on the caller's machine
 
 def caller_env()->dict:
     "Seed 003's settings as set on this machine, to pass to a Modal function (its container has its own environment)"
@@ -92,36 +90,6 @@ def reload_volumes(*vols):
     "Reload Modal volumes before reads; a no-op outside a container"
     if in_container():
         for v in vols: v.reload()
-
-# %% ../nbs/07_cloud.ipynb #0ff11ea2
-def on_mounts(v, mounts:dict):
-    "`v` with every string under a volume mount (`/datasets/x`) moved to the local directory standing in for it"
-    if isinstance(v, str):
-        for m, local in (mounts or {}).items():
-            if v == m or v.startswith(m.rstrip('/') + '/'): return str(local) + v[len(m.rstrip('/')):]
-        return v
-    if isinstance(v, dict): return {k: on_mounts(x, mounts) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return type(v)(on_mounts(x, mounts) for x in v)
-    return v
-
-@contextmanager
-def offline(mounts:dict=None): # `{mount: local directory}` standing in for the volumes
-    "Run Modal calls in this process, as a container would: `.remote` as `.local`, `.map` as a loop of `.local`, `app.run` a no-op; arguments on the mounts moved to local directories; seed 003's settings cleared inside each call"
-    def remote(self, *a, **kw):
-        saved = {k: os.environ.pop(k) for k in ENV_KEYS if k in os.environ}   # a container has only what `env` carries
-        try: return self.local(*on_mounts(a, mounts), **on_mounts(kw, mounts))
-        finally:
-            for k in ENV_KEYS: os.environ.pop(k, None)
-            os.environ.update(saved)
-    def fmap(self, *its, kwargs={}, **_): return (remote(self, *args, **kwargs) for args in zip(*its))
-    patch = {(modal.Function, 'remote'): remote, (modal.Function, 'map'): fmap, (modal.App, 'run'): lambda self, *a, **kw: nullcontext(self)}
-    saved = {k: vars(k[0]).get(k[1]) for k in patch}   # the class's own attributes (descriptors), not what access returns
-    for (c, n), f in patch.items(): setattr(c, n, f)
-    try: yield
-    finally:
-        for (c, n), v in saved.items():
-            if v is None: delattr(c, n)   # it was inherited: the base class's shows through again
-            else: setattr(c, n, v)
 
 # %% ../nbs/07_cloud.ipynb #ec4648cc
 RULE60 = '=' * 60
@@ -403,18 +371,6 @@ def router_train(mode:str='train',          # train, eval or infer (seed 003's m
     except BAD_INPUT as e: fail(e)
     print(json.dumps({k: v for k, v in res.items() if k != 'history'}, indent=2, default=str))
 
-# %% ../nbs/07_cloud.ipynb #5a4d0003
-def shard_bounds(n:int,      # number of samples
-                 shards:int, # number of shards (`--shards`)
-                 align:int=1,# cut only at multiples of this (the batch size), so every batch is the one a single run makes
-                )->list:     # `shards` contiguous `(start, stop)` slices covering `range(n)`
-    "Split `range(n)` into `shards` contiguous slices of whole batches, as even as whole batches allow"
-    if shards < 1: raise ConfigError(f"--shards {shards} must be at least 1")
-    q, r = divmod(-(-n // align), shards)
-    cuts = [0]
-    for i in range(shards): cuts.append(cuts[-1] + q + (i < r))
-    return [(min(a*align, n), min(b*align, n)) for a, b in zip(cuts, cuts[1:])]
-
 # %% ../nbs/07_cloud.ipynb #5a4d0006
 @app.function(name='features_shard', gpu=GPU, image=image, volumes=VOLUMES, timeout=6*3600)
 def modal_features_shard(samples:list,        # one shard of routing samples
@@ -431,12 +387,6 @@ def modal_features_shard(samples:list,        # one shard of routing samples
     m, proc = load_backbone(model)
     return pooled_features(m, proc, samples, labels, pooling, feature_batch, False, max_length)
 
-def merge_features(parts:list): # the shards' features, in shard order
-    "One feature tensor from the shards' (one per pooling for `pooling='auto'`)"
-    import torch
-    if isinstance(parts[0], dict): return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    return torch.cat(parts)
-
 def sharded_features(shards:int, labels:list, pooling:str='last', model:str=None, feature_batch:int=8,
                      max_length:int=None, env:dict=None): # as `modal_features_shard`
     "A `features` function for `train_head`: the samples split over `shards` containers with `.map`, merged in order"
@@ -447,8 +397,6 @@ def sharded_features(shards:int, labels:list, pooling:str='last', model:str=None
     return features
 
 # %% ../nbs/07_cloud.ipynb #5a4d0008
-def sample_key(s:dict)->tuple: return (s.get('text'), s.get('image_path'))   # equal keys: the same request, the same probabilities
-
 @app.function(name='evaluate_shard', gpu=GPU, image=image, volumes=VOLUMES, timeout=2*3600)
 def modal_eval_shard(samples:list,         # one shard of the split's samples
                      router_path:str,      # router checkpoint on a volume
@@ -461,11 +409,6 @@ def modal_eval_shard(samples:list,         # one shard of the split's samples
     r, rows = load_router(router_path, **(load_kw or {})), {}
     for ss in (samples, without_images(samples)): rows.update(zip(map(sample_key, ss), router_probs(r, ss, batch_size, False)))
     return rows
-
-class ShardedRouter:
-    "The shards' probabilities, looked up by request: a router for `evaluate`"
-    def __init__(self, labels:list, kind:str, rows:dict): self.labels, self.kind, self.rows = labels, kind, rows
-    def __call__(self, samples:list)->np.ndarray: return np.stack([self.rows[sample_key(s)] for s in samples])
 
 def sharded_router(router_path:str, samples:list, shards:int, env:dict=None, load_kw:dict=None, batch_size:int=32)->ShardedRouter:
     "Route `samples` in `shards` containers with `.map`; the merged probabilities as a router"
@@ -639,3 +582,10 @@ def demo_stages_modal(experts:dict, # `{expert: local dataset dir}`
     log(f"fetched {len(download_eval(run, out))} evaluation files from /output/{run}/eval")
     times.update(r['times'])
     return r['figures']
+
+# %% ../nbs/07_cloud.ipynb #0890d489
+def offline(mounts:dict=None): # `{mount: local directory}` standing in for the volumes
+    "Deprecated: use `moe_router.offline.offline` (the test harness has its own module)"
+    warnings.warn("moe_router.cloud.offline is deprecated; use moe_router.offline.offline", DeprecationWarning, stacklevel=2)
+    from moe_router.offline import offline as _offline
+    return _offline(mounts)

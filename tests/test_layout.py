@@ -11,9 +11,9 @@ FLOORS = {
     'metrics': 2, 'figures': 2,
     'backbone': 3,
     'routers': 4, 'experts': 4,
-    'evaluate': 5, 'cost': 5, 'thumbs': 5, 'saliency': 5, 'explore': 5, 'report': 5, 'stack': 5, 'decode': 5, 'infer': 5,
+    'evaluate': 5, 'shards': 5, 'cost': 5, 'thumbs': 5, 'saliency': 5, 'explore': 5, 'report': 5, 'stack': 5, 'decode': 5, 'infer': 5,
     'demo': 6, 'service': 6, 'serve': 6,
-    'cloud': 7,
+    'cloud': 7, 'offline': 7,
     'cli': 8,
 }
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
@@ -51,7 +51,8 @@ def test_no_import_circle():
     for m in MODULES: visit(m, [])
 
 def test_modal_only_in_cloud():
-    bad = [f"moe_router/{m}.py:{ln} imports {i}" for m in MODULES if m != 'cloud'
+    "Modal's app, image, volumes and functions live in `cloud`; `offline` is the harness that runs them without Modal"
+    bad = [f"moe_router/{m}.py:{ln} imports {i}" for m in MODULES if m not in ('cloud', 'offline')
            for i, ln in imports(m) if i == 'modal' or i.startswith('modal.')]
     assert not bad, '\n'.join(bad)
 

@@ -1,5 +1,5 @@
 """The seeds' and the README's `modal` command lines, through Modal's own CLI: `modal.cli.run.run` resolves the file and
-the entrypoint and builds the click command as `modal run` does; only the network is taken out (`cloud.offline`:
+the entrypoint and builds the click command as `modal run` does; only the network is taken out (`moe_router.offline`:
 the app run is a no-op, `.remote()` runs as `.local()` with the caller's settings cleared, volume paths map to
 local directories). Tiny data, the tiny backbone."""
 import json, os, re, shlex, shutil, sys
@@ -7,6 +7,8 @@ from contextlib import nullcontext
 from pathlib import Path
 import pytest
 from click.testing import CliRunner
+from moe_router.offline import offline
+from moe_router.shards import shard_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT.parent/'shared'/'seeds'
@@ -58,7 +60,7 @@ def modal_cli(line:str, t:Path, monkeypatch, record:list=None):
     monkeypatch.setattr(cloud, 'RUN_ROOTS', (str(t/'output'), str(t/'checkpoints')))
     monkeypatch.setattr(cloud, 'DATA_ROOT', str(t/'datasets'))
     monkeypatch.setenv('MOE_ROUTER_IMAGE_ROOTS', str(t/'datasets'))
-    with cloud.offline(mounts(t)):
+    with offline(mounts(t)):
         if record is not None:
             monkeypatch.setattr(modal.Function, 'remote', lambda self, *a, **kw: record.append((self, a, kw)) or {})
         r = CliRunner().invoke(mr.run, argv[1:], catch_exceptions=True)
@@ -148,17 +150,17 @@ def test_shards_3_equal_one_run(vols, monkeypatch, capsys):
     samples, _ = load_split(ds, 'train'); labels = ['calendar', 'claim-window', 'provider-select', 'ocr']
     m, proc = load_backbone('tiny')
     one = pooled_features(m, proc, samples, labels, 'last', 8)
-    with cloud.offline(): merged = cloud.sharded_features(3, labels, 'last', 'tiny', 8)(samples)
+    with offline(): merged = cloud.sharded_features(3, labels, 'last', 'tiny', 8)(samples)
     assert torch.equal(one, merged)
     head = train_head(str(ds), str(vols/'shard-head'), 'tiny', epochs=3, lr=1e-3, log=None, progress=False)['path']
-    with cloud.offline():   # the head trained on features from 3 shards is the head trained on one run's
+    with offline():   # the head trained on features from 3 shards is the head trained on one run's
         h3 = cloud.modal_train_router_head.remote(str(ds), str(vols/'shard-head3'), 'tiny', shards=3, epochs=3, lr=1e-3, log=None, progress=False)
     h1 = torch.load(head, weights_only=True)['state_dict']; h3s = torch.load(h3['path'], weights_only=True)['state_dict']
     assert all(torch.equal(h1[k], h3s[k]) for k in h1)
     single = evaluate_dir(head, ds, 'test', progress=False, batch_size=4)
     test_s, _ = load_split(ds, 'test')
-    assert [b - a for a, b in cloud.shard_bounds(len(test_s), 3, 4)] == [4, 4, 1]
-    with cloud.offline():
+    assert [b - a for a, b in shard_bounds(len(test_s), 3, 4)] == [4, 4, 1]
+    with offline():
         sharded = evaluate_dir(cloud.sharded_router(head, test_s, 3, batch_size=4), ds, 'test', info=dict(router=head), progress=False, batch_size=4)
     assert np.array_equal(single.probs, sharded.probs)
     drop = lambda d: {k: v for k, v in d.items() if k not in ('name',)}
@@ -189,7 +191,7 @@ def test_backend_modal_carries_settings(caller, monkeypatch):
     "`moe-router-train --backend modal`: no --model and no --out, so BASE_MODEL_ID=tiny and ROUTER_OUT must reach the function"
     from moe_router import cloud
     from moe_router.cli import run_train
-    with cloud.offline(mounts(caller)):
+    with offline(mounts(caller)):
         res = run_train('head', 'modal', dataset_dir='/datasets/routing_20251124_143022', epochs=2, lr=1e-3, log=None, progress=False)
     assert res['path'] == str(caller/'output'/'router-head.pt') and (caller/'output'/'train-results.json').is_file()
 
@@ -202,6 +204,6 @@ def test_stacked_inference_carries_settings(caller, monkeypatch):
     if not head.exists(): train_head(str(caller/'datasets'/'routing_latest'), str(head), 'tiny', epochs=2, lr=1e-3, log=None, progress=False)
     monkeypatch.setattr(inf, 'read_loras', lambda path=None, *a, **kw: {n: 'base' for n in ('calendar', 'claim-window', 'provider-select', 'ocr')})
     monkeypatch.setenv('ROUTER_OUT', str(head))
-    with cloud.offline():
+    with offline():
         out = cloud.StackedInference(env=json.dumps(cloud.caller_env())).infer.remote('Click December 3 in the calendar')
     assert out['status'] == 200 and out['router_choice'] in ('calendar', 'claim-window', 'provider-select', 'ocr'), out
