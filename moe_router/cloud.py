@@ -27,7 +27,9 @@ import modal
 from .config import ConfigError, DatasetError, BAD_INPUT, env_settings, atomic_dir, fail, load_registry
 from .datagen import (build_routing_dataset, expert_paths, verify_expert_datasets, latest_deployed_dataset,
                                load_metadata, update_latest, LATEST_RE, load_split, read_routing, _check_args)
-from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, with_text_only, load_router
+from .routers import ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, load_router
+from .head import train_head, pooled_features, with_text_only
+from .router_lora import train_router_lora
 from .evaluate import evaluate_dir, router_probs, without_images
 from .infer import StackedPipeline, InferenceService, compile_cache_file, run_dataset, dataset_report, infer_one
 from .demo import demo_stages

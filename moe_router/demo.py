@@ -20,7 +20,8 @@ from .config import ConfigError, DatasetError, check_out, atomic_write_json, ato
 from .synth import make_synthetic_experts
 from .datagen import build_routing_dataset, load_split
 from .backbone import load_backbone, quiet_hf
-from .routers import train_head, train_router_lora
+from .head import train_head
+from .router_lora import train_router_lora
 from .experts import train_expert_loras, peft_generate
 from .evaluate import Table, fmt_rate, wilson
 from .explore import run_eval

@@ -28,7 +28,10 @@ from .config import ConfigError, DatasetError, load_registry, is_slug, env_setti
 from .datagen import parse_tool_call, score_tool_call, load_split
 from .backbone import backbone_fingerprint, load_backbone, quiet_hf, vl_model, sample_image, preprocess_image, open_screenshot, ImageError, MAX_IMAGE_PIXELS
 from .experts import encode_task, peft_generate, train_task_lora, TASK_PROMPT_VERSION
-from .routers import find_router, load_head_checkpoint, load_router, router_info, check_adapter_dir, WEIGHT_FILES, complete_checkpoints, pooled_features, score_names, train_head, train_router_lora
+from .routers import find_router, load_router, router_info
+from .lora import check_adapter_dir, WEIGHT_FILES, complete_checkpoints
+from .head import load_head_checkpoint, pooled_features, train_head
+from .router_lora import score_names, train_router_lora
 
 # %% ../nbs/05_stacked_infer.ipynb #2451fd4e
 def _step(p:Path)->int: return int(p.name.split('-', 1)[1])

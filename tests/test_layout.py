@@ -5,7 +5,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1]/'moe_router'
 # Floors, ground first: a module imports only from its own floor or below.
-FLOORS = {'config': 1, 'datagen': 2, 'synth': 2, 'backbone': 3, 'routers': 4, 'experts': 4,
+FLOORS = {'config': 1, 'datagen': 2, 'synth': 2, 'backbone': 3, 'lora': 4, 'head': 4, 'router_lora': 4, 'routers': 4, 'experts': 4,
           'evaluate': 5, 'cost': 5, 'explore': 5, 'infer': 5, 'demo': 6, 'serve': 6, 'cloud': 7, 'cli': 8}
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
 
