@@ -116,7 +116,8 @@ def saliency_time(n:int=8)->dict:
     import torch
     from moe_router import synth, datagen, routing
     from moe_router.backbone import load_backbone
-    from moe_router.routers import train_head, load_router
+    from moe_router.head import train_head
+    from moe_router.routers import load_router
     from moe_router.saliency import saliency
     torch.set_num_threads(1); root = Path(tempfile.mkdtemp(prefix='bench-saliency-'))
     ex = synth.make_synthetic_experts(root/'experts', per_expert=40, seed=0, ambiguous_frac=1.0)

@@ -87,8 +87,8 @@ def make_adapters(model, out:Path, r:int=16):
     "Three task LoRAs of the project's `lora_config` (random, non-zero B) saved as PEFT adapters; the model is left bare"
     import torch
     from peft import get_peft_model
-    from moe_router import backbone as bb, routers
-    cfg = lambda: routers.lora_config(r=r, alpha=2*r, dropout=0.0)
+    from moe_router import backbone as bb, lora
+    cfg = lambda: lora.lora_config(r=r, alpha=2*r, dropout=0.0)
     pm = get_peft_model(model, cfg(), adapter_name=EXPERTS[0])
     for e in EXPERTS[1:]: pm.add_adapter(e, cfg())
     g = torch.Generator().manual_seed(0); paths = {}
@@ -107,13 +107,13 @@ def make_adapters(model, out:Path, r:int=16):
 def make_head(model, out:Path)->Path:
     "A router head in the project's checkpoint format (random weights; `ocr` never wins, so no request falls back)"
     import torch
-    from moe_router import backbone as bb, routers
+    from moe_router import backbone as bb, head as hd
     torch.manual_seed(0)
-    head = routers.RouterHead(model.config.get_text_config().hidden_size, len(LABELS))
+    head = hd.RouterHead(model.config.get_text_config().hidden_size, len(LABELS))
     with torch.no_grad(): head.net[-1].bias[LABELS.index('ocr')] = -30.0
     info = dict(labels=LABELS, label_map={n: i for i, n in enumerate(LABELS)}, pooling='last', prompt_version=bb.PROMPT_VERSION,
                 base_model_id=model.name_or_path, backbone=bb.backbone_fingerprint(model))
-    return routers.save_head(out/'router-head.pt', head, info)
+    return hd.save_head(out/'router-head.pt', head, info)
 
 def stack_kw(cache_len:int)->dict:
     "The pipeline settings every process of the run uses (forced 40-token answers, one static cache length)"

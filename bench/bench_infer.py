@@ -18,7 +18,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TOKENIZERS_
 warnings.filterwarnings('ignore')
 import torch
 from peft import PeftModel, get_peft_model
-from moe_router import backbone, routers, experts, synth, datagen
+from moe_router import backbone, lora, experts, synth, datagen
+from moe_router.head import train_head
 from moe_router.routing import load_split
 from moe_router.infer import StackedPipeline
 from moe_router.decode import AdapterSwitch
@@ -44,11 +45,11 @@ def setup(tmp:Path):
     model, proc = backbone.load_backbone('tiny')
     dirs = synth.make_synthetic_experts(tmp/'synth', per_expert=32, seed=0, test_per_expert=8)
     ds = datagen.build_routing_dataset(dict(dirs), tmp/'routing', train_samples=16, eval_samples=8, ocr_samples=8, log=None)
-    head = routers.train_head(ds, out=tmp/'head', backbone=(model, proc), epochs=5, log=None, progress=False)['path']
+    head = train_head(ds, out=tmp/'head', backbone=(model, proc), epochs=5, log=None, progress=False)['path']
     loras = {}
     for i, e in enumerate(EXPERTS):  # untrained but non-zero LoRAs: the same size and compute as trained ones
         torch.manual_seed(i)
-        pm = get_peft_model(copy.deepcopy(model), routers.lora_config(r=8, alpha=16, dropout=0.0))
+        pm = get_peft_model(copy.deepcopy(model), lora.lora_config(r=8, alpha=16, dropout=0.0))
         for n, p in pm.named_parameters():
             if 'lora_B' in n: torch.nn.init.normal_(p, std=0.02)
         with backbone.quiet_hf(): pm.save_pretrained(tmp/'tasks'/e/'final')
@@ -91,8 +92,8 @@ def qwen3vl_8b_structure(n_adapters:int=3):
                            deepstack_visual_indexes=[8, 16, 24]))
     with torch.device('meta'): m = Qwen3VLForConditionalGeneration(cfg)
     n_params = sum(p.numel() for p in m.parameters())
-    pm = get_peft_model(m, routers.lora_config(r=16, alpha=32, dropout=0.0), adapter_name=EXPERTS[0])
-    for e in EXPERTS[1:n_adapters]: pm.add_adapter(e, routers.lora_config(r=16, alpha=32, dropout=0.0))
+    pm = get_peft_model(m, lora.lora_config(r=16, alpha=32, dropout=0.0), adapter_name=EXPERTS[0])
+    for e in EXPERTS[1:n_adapters]: pm.add_adapter(e, lora.lora_config(r=16, alpha=32, dropout=0.0))
     lora_params = sum(p.numel() for n, p in pm.named_parameters() if f'.{EXPERTS[0]}.' in n)
     return pm, n_params, lora_params
 

@@ -1,4 +1,4 @@
-"""Benchmarks for moe_router.routers on the tiny backbone (CPU).
+"""Benchmarks for moe_router.head and moe_router.router_lora on the tiny backbone (CPU).
 
 1. Router-head training on cached features vs recomputing the frozen base forward at every step
    (same batches, same number of steps, same evaluation schedule). Goal: cached >= 10x faster.
@@ -19,8 +19,9 @@ from moe_router import synth, datagen
 from moe_router.config import load_registry
 from moe_router.backbone import load_backbone, encode_router
 from moe_router.routing import read_routing
-from moe_router.routers import (pooled_features, RouterHead, fit_head, _eval_head, train_router_lora, load_router,
-                                score_names, generate_names, with_text_only)
+from moe_router.head import pooled_features, RouterHead, fit_head, _eval_head, with_text_only
+from moe_router.router_lora import train_router_lora, score_names, generate_names
+from moe_router.routers import load_router
 
 def dataset(root):
     "A small routing dataset from the synthetic experts"

@@ -128,7 +128,9 @@ def run_train(router:str='head',  # 'head' or 'lora'
               backend:str='local', # 'local' or 'modal'
               **kw)->dict:         # arguments of `train_head` / `train_router_lora`
     "Train a router of kind `router` locally or on Modal; `kw` go to `train_head` / `train_router_lora`"
-    from moe_router.routers import ROUTER_DEFAULTS, train_head, train_router_lora, save_train_results
+    from moe_router.routers import ROUTER_DEFAULTS, save_train_results
+    from moe_router.head import train_head
+    from moe_router.router_lora import train_router_lora
     from moe_router.backbone import check_model_id
     if router not in ROUTER_DEFAULTS: raise ConfigError(f"unknown --router {router!r}; use one of {', '.join(ROUTER_DEFAULTS)}")
     if backend not in BACKENDS: raise ConfigError(f"unknown --backend {backend!r}; use one of {', '.join(BACKENDS)}")

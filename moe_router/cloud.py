@@ -26,7 +26,9 @@ from .config import ConfigError, DatasetError, BAD_INPUT, ENV_KEYS, env_settings
 from .datagen import build_routing_dataset, _check_args
 from .history import expert_paths, verify_expert_datasets, latest_deployed_dataset, update_latest, LATEST_RE
 from .routing import load_metadata, load_split
-from .routers import train_head, train_router_lora, ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, pooled_features, load_router
+from .routers import ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, load_router
+from .head import train_head, pooled_features
+from .router_lora import train_router_lora
 from .evaluate import evaluate_dir, router_probs, without_images
 from .infer import StackedPipeline, run_dataset, dataset_report, infer_one
 from .decode import compile_cache_file

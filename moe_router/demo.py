@@ -21,7 +21,8 @@ from .synth import make_synthetic_experts
 from .datagen import build_routing_dataset
 from .routing import load_split
 from .backbone import load_backbone, quiet_hf
-from .routers import train_head, train_router_lora
+from .head import train_head
+from .router_lora import train_router_lora
 from .experts import train_expert_loras, peft_generate
 from .metrics import fmt_rate, wilson
 from .evaluate import Table

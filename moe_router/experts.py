@@ -20,7 +20,7 @@ from peft import PeftModel
 from .config import ConfigError, DatasetError, read_jsonl
 from .records import check_gold, RecordError
 from .backbone import load_backbone, sample_image, encode_chat, greedy_generate, backbone_fingerprint, quiet_hf
-from .routers import sft_lora, lora_config, save_adapter
+from .lora import sft_lora, lora_config, save_adapter
 
 # %% ../nbs/03b_experts.ipynb #fcd77ba5
 TASK_PROMPT_VERSION = 'task-v1'

@@ -23,7 +23,8 @@ from .routing import load_split
 from .toolcall import parse_tool_call, score_tool_call
 from .backbone import backbone_fingerprint, load_backbone, quiet_hf, sample_image, preprocess_image, VisionCache, encode_chat_pixels
 from .experts import encode_task, MergedAdapter, BASE_SLOT, task_messages
-from .routers import load_router, router_info, pooled_features
+from .routers import load_router, router_info
+from .head import pooled_features
 from .stack import BASE, CHECKPOINTS_ROOT, read_loras, resolve_adapter_dir, validate_stack, router_labels
 from .decode import decode_answers, AdapterSwitch, DecodePolicy, cache_len, plain_greedy, GreedyDecoder, load_compile_cache, save_compile_cache
 

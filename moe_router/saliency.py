@@ -36,7 +36,8 @@ def saliency(router,       # a head router (`routers.HeadRouter`)
     "Gradient × input of the chosen adapter's logit on the image patch embeddings"
     import torch
     from moe_router.backbone import encode_router, vl_model
-    from moe_router.routers import pool_hidden, base_model_context
+    from moe_router.head import pool_hidden
+    from moe_router.lora import base_model_context
     check_saliency(router)
     inner = vl_model(router.model); pe, dev, maps = inner.visual.patch_embed, next(router.model.parameters()).device, []
     for s in samples:

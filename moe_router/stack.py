@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from .config import ConfigError, load_registry, is_slug, read_text, check_router_record
 from .experts import TASK_PROMPT_VERSION
-from .routers import router_info, check_adapter_dir, complete_checkpoints
+from .routers import router_info
+from .lora import check_adapter_dir, complete_checkpoints
 
 # %% ../nbs/05a_stack.ipynb #2451fd4e
 def _step(p:Path)->int: return int(p.name.split('-', 1)[1])
@@ -137,7 +138,7 @@ def validate_stack(loras:dict,           # `{name: path | 'base' | None}` (see `
 
 # %% ../nbs/05a_stack.ipynb #1da09185
 def router_labels(router, # a router object, or a checkpoint path
-                  labels=None, dataset_dir=None, # an original router LoRA's labels (see `routers.original_labels`)
+                  labels=None, dataset_dir=None, # an original router LoRA's labels (see `router_lora.original_labels`)
                  )->list:
     "The labels of a router object or checkpoint path, read without loading the model"
     if not isinstance(router, (str, Path)): return list(router.labels)

@@ -132,7 +132,7 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp('world')
     experts = make_synthetic_experts(d/'experts', per_expert=12, seed=0)
     ds = build_routing_dataset(experts, d/'routing', train_samples=6, eval_samples=3, ocr_samples=4, log=None)
-    from moe_router.routers import train_head, load_head_checkpoint
+    from moe_router.head import train_head, load_head_checkpoint
     head = train_head(ds, d/'head', model='tiny', epochs=2, lr=1e-3, log=None, progress=False)['path']
     ck = load_head_checkpoint(head)
     for name in ('calendar', 'claim-window', 'provider-select'):
@@ -276,7 +276,7 @@ def latin1(p, text): p = Path(p); p.parent.mkdir(parents=True, exist_ok=True); p
 def head_variant(w, tmp, n_out=None, **info):
     "A copy of the trained head with `info` fields replaced, or a head of `n_out` outputs under the same labels"
     import torch
-    from moe_router.routers import RouterHead, save_head, load_head_checkpoint
+    from moe_router.head import RouterHead, save_head, load_head_checkpoint
     ck = load_head_checkpoint(w['head']); meta = {k: v for k, v in ck.items() if k not in ('state_dict', 'format', 'd_in', 'hidden', 'n_out')}
     head = RouterHead(ck['d_in'], n_out or ck['n_out'], ck['hidden']).eval()
     if not n_out: head.load_state_dict(ck['state_dict'])

@@ -10,7 +10,7 @@ FLOORS = {
     'toolcall': 2, 'records': 2, 'routing': 2, 'history': 2, 'datagen': 2, 'screens': 2, 'synth': 2, 'ocr': 2,
     'metrics': 2, 'figures': 2,
     'backbone': 3,
-    'routers': 4, 'experts': 4,
+    'lora': 4, 'head': 4, 'router_lora': 4, 'routers': 4, 'experts': 4,
     'evaluate': 5, 'shards': 5, 'cost': 5, 'thumbs': 5, 'saliency': 5, 'explore': 5, 'report': 5, 'stack': 5, 'decode': 5, 'infer': 5,
     'demo': 6, 'service': 6, 'serve': 6,
     'cloud': 7, 'offline': 7,

@@ -91,7 +91,7 @@ def test_modal_folder_does_not_shadow_modal(monkeypatch):
 @pytest.mark.parametrize('line', [l for ls in SEED_LINES.values() for l in ls if l not in PARSE_ONLY])
 def test_seed_line_runs(line, caller, monkeypatch):
     if 'stacked_inference' in line:   # seed 002's run directory: a router trained under the run name
-        from moe_router.routers import train_head
+        from moe_router.head import train_head
         run = caller/'output'/SEED_RUN
         if not (run/'router-head.pt').exists():
             train_head(str(caller/'datasets'/SEED_DS), str(run), 'tiny', epochs=3, lr=1e-3, log=None, progress=False)
@@ -145,7 +145,7 @@ def test_shards_3_equal_one_run(vols, monkeypatch, capsys):
     from moe_router.backbone import load_backbone
     from moe_router.routing import load_split
     from moe_router.evaluate import evaluate_dir
-    from moe_router.routers import pooled_features, train_head
+    from moe_router.head import pooled_features, train_head
     ds = vols/'datasets'/'routing_20251124_143022'
     samples, _ = load_split(ds, 'train'); labels = ['calendar', 'claim-window', 'provider-select', 'ocr']
     m, proc = load_backbone('tiny')
@@ -199,7 +199,7 @@ def test_stacked_inference_carries_settings(caller, monkeypatch):
     "Stacked inference with no router named: ROUTER_OUT (and BASE_MODEL_ID) from the caller pick it"
     import moe_router.infer as inf
     from moe_router import cloud
-    from moe_router.routers import train_head
+    from moe_router.head import train_head
     head = caller/'output'/'env-head'/'router-head.pt'
     if not head.exists(): train_head(str(caller/'datasets'/'routing_latest'), str(head), 'tiny', epochs=2, lr=1e-3, log=None, progress=False)
     monkeypatch.setattr(inf, 'read_loras', lambda path=None, *a, **kw: {n: 'base' for n in ('calendar', 'claim-window', 'provider-select', 'ocr')})

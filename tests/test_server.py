@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx, psutil, pytest, torch
 from PIL import Image
 from moe_router.backbone import load_backbone, PROMPT_VERSION, backbone_fingerprint
-from moe_router.routers import RouterHead, save_head
+from moe_router.head import RouterHead, save_head
 from moe_router.infer import StackedPipeline
 from moe_router.service import InferenceService
 from moe_router.serve import BackgroundServer
