@@ -13,6 +13,7 @@ import json, math, os, sys
 from pathlib import Path
 from typing import Annotated
 from fastcore.script import call_parse
+from .flags import from_library, LIB
 from .config import ConfigError, DatasetError, BAD_INPUT, load_registry, env_settings, atomic_write_json, fail, check_out
 
 # %% ../nbs/08_cli.ipynb #4d478cbf
@@ -21,11 +22,12 @@ def interrupted(note:str=''): # what was kept, e.g. where the checkpoints are
     print(f"interrupted{'; ' + note if note else ''}", file=sys.stderr); sys.exit(130)
 
 @call_parse
+@from_library('synth.make_synthetic_experts', 'synth.expert_records', own=('out',))
 def synth_cli(out:str=None,          # directory to create for the expert datasets (must not exist)
-              per_expert:int=60,     # training records per expert
-              seed:int=0,            # random seed
-              test_per_expert:int=0, # test records per expert (0 writes no test.jsonl)
-              ambiguous_frac:float=0.0, # share of records whose instruction comes from the pool shared by all experts (0..1)
+              per_expert:int=LIB,
+              seed:int=LIB,
+              test_per_expert:int=LIB,
+              ambiguous_frac:float=LIB,
              ):
     "Write synthetic calendar, claim-window and provider-select expert datasets"
     from moe_router.synth import make_synthetic_experts, check_frac
@@ -66,26 +68,27 @@ def history_experts(reg,              # the `Registry` in force
 
 # %% ../nbs/08_cli.ipynb #c424aecc
 @call_parse
+@from_library('datagen.build_routing_dataset', own=('progress',))   # the bars are on at the command line
 def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter training JSONL (or its dataset directory)
                  claim_window_dataset:str=None,    # Path to claim-window adapter training JSONL (or its dataset directory)
                  provider_select_dataset:str=None, # Path to provider-select adapter training JSONL (or its dataset directory)
-                 prefix:str='routing',             # Prefix for output directory name
-                 train_samples:int=100,            # Number of training samples per adapter
-                 eval_samples:int=100,             # Number of eval samples per adapter
-                 train_val_split:float=0.8,        # Train/val split ratio (0.0-1.0, exclusive)
+                 prefix:str=LIB,
+                 train_samples:int=LIB,
+                 eval_samples:int=LIB,
+                 train_val_split:float=LIB,
                  output_dir:str=None,              # Output directory (default: datasets/{prefix}_{timestamp})
-                 seed:int=42,                      # Random seed for reproducibility
+                 seed:int=LIB,
                  test:bool=False,                  # Run smoke test with 1 sample per adapter
                  expert:Annotated[str, {'action': 'append'}]=None, # Another expert dataset as NAME=PATH (repeatable)
                  config:str=None,                  # adapters.yaml (default: ./config/adapters.yaml, then the packaged one)
-                 ocr_samples:int=0,                # Synthetic OCR samples (train+val); eval gets --eval-samples of them
-                 hard_pair_frac:float=0.5,         # Share of the OCR samples that are hard pairs
-                 skip_invalid:bool=False,          # Count and skip invalid records, over-long instructions and missing images instead of failing
+                 ocr_samples:int=LIB,
+                 hard_pair_frac:float=LIB,
+                 skip_invalid:bool=LIB,
                  progress:Annotated[bool, {'help': 'Turn off the progress bars shown while reading'}]=True, # Progress bars while reading (--no-progress turns them off)
-                 max_instruction_tokens:int=2048,  # Longest instruction in tokens, counted as UTF-8 bytes (an upper bound)
+                 max_instruction_tokens:int=LIB,
                  history:str=None,                 # training history: a directory of <expert>/runs.jsonl (the original's), or a JSONL file
                  datasets_root:str='.cache/moe_router/datasets', # where the history's datasets are (local copies)
-                 extra_hard:Annotated[str, {'nargs': '+'}]=None, # JSONL files exported by the explorer: hard samples for the training split only
+                 extra_hard:Annotated[str, {'nargs': '+'}]=LIB,
                 ):
     "Generate a balanced routing dataset from the experts' datasets"
     from moe_router.datagen import build_routing_dataset
@@ -110,11 +113,12 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
 
 # %% ../nbs/08_cli.ipynb #ed61e2a8
 @call_parse
+@from_library('cloud.upload_dataset', own=('dataset_dir',))
 def upload_cli(dataset_dir:str,            # Local dataset directory to upload
-               volume:str='moe-lora-data', # Modal volume name
-               remote_dir:str='/datasets', # Remote directory as the Modal functions see it (/datasets and datasets: the volume root)
-               dry_run:bool=False,         # Preview upload without executing
-               latest:bool=True,           # Also refresh {prefix}_latest (a copy) for a {prefix}_YYYYmmdd_HHMMSS dataset; --no-latest skips it
+               volume:str=LIB,
+               remote_dir:str=LIB,
+               dry_run:bool=LIB,
+               latest:bool=LIB,
               ):
     "Upload a routing dataset to a Modal volume (seed 003's upload_routing_data.py)"
     from moe_router.cloud import upload_dataset
@@ -158,30 +162,31 @@ def seed_run(dataset_name:str, # `--dataset-name`, e.g. `datasets/routing_202511
 
 # %% ../nbs/08_cli.ipynb #306fcbe6
 @call_parse
+@from_library(head='head.train_head', lora='router_lora.train_router_lora', own=('out',))
 def train_cli(router:str='head',          # router kind: head or lora
-              dataset_dir:str=None,       # routing dataset directory (train.jsonl, val.jsonl)
-              model:str=None,             # backbone: tiny or a Hugging Face id (default: BASE_MODEL_ID)
+              dataset_dir:str=LIB,
+              model:str=LIB,
               out:str=None,               # output directory (default: $ROUTER_OUT, else runs/router-head or runs/router-lora; on Modal /output/...)
-              data_path:str=None,         # explicit training JSONL (wins over --dataset-dir)
-              eval_data_path:str=None,    # explicit validation JSONL
-              epochs:float=None,          # maximum epochs (default: 100 head, 10 lora); the head takes whole epochs, a LoRA fractions
-              batch_size:int=8,           # batch size
-              lr:float=None,              # learning rate (default: 1e-4 head, 1e-3 lora)
-              patience:int=5,             # evaluations without improvement (head: before an LR cut; lora: before stopping)
-              min_delta:float=0.001,      # minimum improvement of eval loss
-              pooling:str='last',         # head: last or mean
-              r:int=16,                   # lora: rank
-              alpha:int=32,               # lora: alpha
-              dropout:float=0.05,         # lora: dropout
-              grad_accum:int=1,           # lora: gradient accumulation steps
-              max_length:int=None,        # maximum prompt tokens (text-only prompts are cut from the left; longer image prompts refused)
-              max_steps:int=-1,           # lora: stop after this many steps
+              data_path:str=LIB,
+              eval_data_path:str=LIB,
+              epochs:float=LIB,
+              batch_size:int=LIB,
+              lr:float=LIB,
+              patience:int=LIB,
+              min_delta:float=LIB,
+              pooling:str=LIB,
+              r:int=LIB,
+              alpha:int=LIB,
+              dropout:float=LIB,
+              grad_accum:int=LIB,
+              max_length:int=LIB,
+              max_steps:int=LIB,
               no_vision_lora:bool=False,  # lora: adapt the language model only (by default the vision tower too)
-              label_weight:float=1.0,     # lora: weight of the classification loss on the label tokens (0: the seed's token loss alone)
+              label_weight:float=LIB,
               backend:str='local',        # local or modal
-              seed:int=0,                 # random seed
+              seed:int=LIB,
               config:str=None,            # adapters.yaml the dataset was built with (default: ./config/adapters.yaml, then the packaged one)
-              resume:bool=False,          # lora: continue from the last checkpoint in OUT/checkpoints
+              resume:bool=LIB,
               dataset_name:str=None,      # seed 002: the dataset (datasets/routing_...); with --run-name the run goes to <root>/<dataset_name>/<run_name>
               run_name:str=None,          # seed 002: the run's name
               shards:int=1,               # --backend modal --router head: extract features in this many GPU containers
@@ -208,17 +213,18 @@ def train_cli(router:str='head',          # router kind: head or lora
 
 # %% ../nbs/08_cli.ipynb #8d22857e
 @call_parse
+@from_library('report.run_eval', 'routers.load_router', own=('router', 'dataset_dir', 'baseline', 'registry', 'model'))
 def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` or a router-LoRA directory
              dataset_dir:str=None,       # routing dataset directory
-             split:str='test',           # split to evaluate: test or val
-             out:str='eval',             # output directory for router-eval.json, PNGs, report.html and thumbs.npz
+             split:str=LIB,
+             out:str=LIB,
              compare:Annotated[str, {'nargs': '*'}]=None, # more router checkpoints, or saved router-eval/LoRA-eval files, to compare
              baseline:Annotated[bool, {'help': 'skip the TF-IDF text baseline'}]=True, # train and compare the TF-IDF text baseline (`--no-baseline` skips it)
-             target_accuracy:float=0.95, # accuracy the selective-routing threshold must reach (0 to 1)
+             target_accuracy:float=LIB,
              registry:str=None,          # adapters.yaml to check the dataset against
              model:str=None,             # base model (default: the one the router checkpoint names)
              labels:str=None,            # an original router LoRA (no router.json): adapter names in label order, comma-separated
-             answer_format:str='auto',   # an original router LoRA's answer: digit, name or auto
+             answer_format:str=LIB,
              route_by:str='score',       # a router LoRA: score each adapter name, or `generate` freely (seed 002's way)
              dataset_name:str=None,      # seed 002: the dataset (datasets/routing_...), instead of --dataset-dir
              run_name:str=None):         # seed 002: the run under runs/<dataset_name>/, instead of --router
@@ -258,23 +264,24 @@ def check_infer_flags(prompt, dataset_dir, image, max_samples, max_new_tokens, t
 
 # %% ../nbs/08_cli.ipynb #4237249d
 @call_parse
+@from_library('infer.StackedPipeline.__init__', 'infer.load', 'infer.run_dataset', 'routers.load_router', own=('loras', 'router', 'model', 'dataset_dir'))
 def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 in the calendar"
               image:str=None,        # screenshot file (without it, route and answer on the text alone)
               loras:str=None,        # loras.json (default: the registry's lora_path entries)
               router:str=None,       # router-head.pt or router-LoRA directory (default: $ROUTER_OUT if set)
-              threshold:float=0.0,   # below this router confidence the fallback answers
-              fallback:str=None,     # 'base' or an adapter name
+              threshold:float=LIB,
+              fallback:str=LIB,
               expert:str=None,       # skip the router and use this expert
               model:str=None,        # base model id, e.g. 'tiny' (default: the router checkpoint's, else the adapters', else BASE_MODEL_ID)
               dataset_dir:str=None,  # run end to end over a routing dataset split instead of one prompt
-              split:str='test',      # the split for --dataset-dir
-              max_samples:int=None,  # at most this many samples of the split
-              text_only:bool=False,  # with --dataset-dir: route on the text alone
-              max_new_tokens:int=64, # generation budget
+              split:str=LIB,
+              max_samples:int=LIB,
+              text_only:bool=LIB,
+              max_new_tokens:int=LIB,
               json_out:str=None,     # also write the result (or the metrics) as JSON here
-              checkpoints_root:str='/checkpoints', # where the paths of an original nested loras.json live (final/ used when present)
+              checkpoints_root:str=LIB,
               labels:str=None,       # an original router LoRA (no router.json): adapter names in label order, comma-separated
-              answer_format:str='auto', # an original router LoRA's answer: digit, name or auto
+              answer_format:str=LIB,
               route_by:str='score',  # a router LoRA: score each adapter name, or `generate` freely (seed 002's way)
              ):
     "Route a prompt (or a dataset split) through the stacked pipeline and print the answer"
@@ -299,9 +306,10 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
 
 # %% ../nbs/08_cli.ipynb #4e3a8262
 @call_parse
-def demo_cli(out:str='runs/demo',   # run directory (an earlier demo run there is replaced if it holds nothing else)
-             seed:int=0,            # seed of every stage
-             model:str='tiny',      # backbone: tiny, or a Hugging Face id with --backend modal
+@from_library('demo.run_demo')
+def demo_cli(out:str=LIB,
+             seed:int=LIB,
+             model:str=LIB,
              backend:str='local',   # local (this machine) or modal (GPU functions, real model)
              quick:bool=False,      # the small scale the tests use
              no_progress:bool=False,# no progress bars
@@ -333,15 +341,17 @@ def check_serve_flags(router, port, threshold, max_new_tokens, max_batch, max_bo
 
 # %% ../nbs/08_cli.ipynb #467be21f
 @call_parse
+@from_library('serve.serve', 'service.InferenceService.__init__', 'infer.StackedPipeline.__init__',
+              own=('router', 'loras', 'model', 'max_new_tokens', 'max_body_bytes'))   # the server's budget is the original's 512
 def serve_cli(router:str=None,         # router-head.pt or router-LoRA directory
               loras:str=None,          # loras.json (default: the registry's lora_path entries)
               model:str=None,          # base model id, e.g. 'tiny' (default: BASE_MODEL_ID)
-              host:str='127.0.0.1',    # interface to listen on (0.0.0.0: every interface)
-              port:int=8000,           # TCP port (0 picks a free one)
-              threshold:float=0.0,     # below this router confidence the fallback answers
-              fallback:str=None,       # 'base' or an adapter name
+              host:str=LIB,
+              port:int=LIB,
+              threshold:float=LIB,
+              fallback:str=LIB,
               max_new_tokens:int=512,  # generation budget (the original's), capped by the context length
-              max_batch:int=8,         # concurrent requests answered together in one batch
+              max_batch:int=LIB,
               max_body_bytes:int=None, # largest request body (default: a 20 MB screenshot in base64 plus a prompt)
               no_warmup:bool=False,    # skip the start-up warm-up of the GPU's fast path (the first requests then compile it)
              ):

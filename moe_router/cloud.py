@@ -22,6 +22,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 import modal
+from .flags import from_library, LIB
 from .config import ConfigError, DatasetError, BAD_INPUT, ENV_KEYS, env_settings, atomic_dir, fail, load_registry
 from .datagen import build_routing_dataset, _check_args
 from .history import expert_paths, verify_expert_datasets, latest_deployed_dataset, update_latest, LATEST_RE
@@ -234,15 +235,16 @@ def seed_count(flag:str, v, alias:str, av:int, low:int=1)->int:
     return n
 
 @app.local_entrypoint()
+@from_library('datagen.build_routing_dataset', annotate=False)
 def generate_routing_data(samples_per_adapter:int|None=None, # seed 001: training samples (train + val) per adapter (alias of --train-samples)
                           test_per_adapter:int|None=None,    # seed 001: test samples per adapter (alias of --eval-samples)
-                          prefix:str='routing',        # prefix of the dataset directory
-                          train_samples:int=100,       # training samples (train + val) per adapter
-                          eval_samples:int=100,        # eval samples per adapter
-                          train_val_split:float=0.8,   # share of the training samples that go to train
-                          seed:int=42,                 # random seed
-                          ocr_samples:int=0,           # synthetic OCR samples in train + val
-                          hard_pair_frac:float=0.5,    # share of OCR samples that are hard pairs
+                          prefix:str=LIB,
+                          train_samples:int=LIB,
+                          eval_samples:int=LIB,
+                          train_val_split:float=LIB,
+                          seed:int=LIB,
+                          ocr_samples:int=LIB,
+                          hard_pair_frac:float=LIB,
                           history:str='/history',      # training history (seed 000): the claimhawk-training-history volume; '' uses adapters.yaml's paths
                           datasets_root:str=LORA_TRAINING, # where the history's datasets are (the claimhawk-lora-training volume)
                           out_root:str='/datasets',    # where the routing dataset goes (the moe-lora-data volume)
@@ -337,16 +339,18 @@ def _train_call(router, dataset_dir, data_path, eval_data_path, epochs, batch_si
     return modal_train_router_lora, dict(kw, env=env)
 
 @app.local_entrypoint()
+@from_library(head='head.train_head', lora='router_lora.train_router_lora', annotate=False,
+              own=('dataset_dir', 'data_path', 'eval_data_path', 'model', 'out'))   # Modal's command line: '' means not given
 def router_train(mode:str='train',          # train, eval or infer (seed 003's modes)
                  router:str='head',         # router kind: head or lora
                  dataset_dir:str='',        # routing dataset directory on the volume, e.g. /datasets/routing_...
                  data_path:str='',          # explicit training JSONL (legacy; wins over --dataset-dir)
                  eval_data_path:str='',     # explicit validation JSONL (legacy)
-                 epochs:float|None=None,    # maximum epochs (default 100 head, 10 lora); the head takes whole epochs
-                 batch_size:int=8,          # batch size
-                 lr:float|None=None,        # learning rate (default 1e-4 head, 1e-3 lora)
-                 patience:int=5,            # evaluations without improvement
-                 min_delta:float=0.001,     # minimum improvement of eval loss
+                 epochs:float|None=LIB,
+                 batch_size:int=LIB,
+                 lr:float|None=LIB,
+                 patience:int=LIB,
+                 min_delta:float=LIB,
                  prompt:str='',             # --mode infer: the instruction
                  model:str='',              # base model id (default BASE_MODEL_ID)
                  out:str='',                # output (default ROUTER_OUT; eval: /output)
@@ -492,11 +496,13 @@ def volume_path(p:str, root:str=None)->str:
     return next((c for c in cands if Path(c).exists()), cands[0])
 
 @app.local_entrypoint()
+@from_library('infer.StackedPipeline.__init__', 'infer.run_dataset', annotate=False,
+              own=('max_samples', 'loras', 'fallback'))   # the original's 10 samples; '' means not given
 def stacked_inference(routing_run:str='',     # seed 002: the router run (a directory name under /output or /checkpoints)
                       routing_dataset:str='', # seed 002: the routing dataset, e.g. datasets/routing_20251125_052946
                       max_samples:int=10,     # seed 002: at most this many samples of its test split
                       loras:str='',           # loras.json on a volume ('' : the registry's lora_path entries)
-                      threshold:float=0.0,    # below this router confidence the fallback answers
+                      threshold:float=LIB,
                       fallback:str='',        # 'base' or an adapter name
                       prompt:str='',          # answer one prompt instead
                       route_by:str='score',   # a router LoRA: score the names, or `generate` freely (seed 002's way)

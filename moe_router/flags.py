@@ -11,6 +11,7 @@ __all__ = ['LIB', 'Expr', 'source_params', 'from_library', 'flag_drift']
 import ast, inspect, io, tokenize
 from pathlib import Path
 from typing import Annotated, get_args, get_origin
+from fastcore.docments import docments
 import moe_router
 from .config import ConfigError
 
@@ -19,9 +20,26 @@ class Expr(str):
     "A default that is not a literal, kept as its source text"
     def __repr__(self): return f"Expr({str.__repr__(self)})"
 
-def _value(node):
-    "The default a parameter's AST node gives: a literal, or its source as `Expr`"
+def _module_tree(mod:str)->ast.Module|None:
+    "The parsed source of `moe_router.<mod>`, or None if there is no such module"
+    f = Path(moe_router.__file__).parent/f'{mod}.py'
+    return ast.parse(f.read_text()) if f.is_file() else None
+
+def _constant(name:str, mod:str, depth:int=0):
+    "The literal a module-level `name` is bound to in `mod`, following `from .x import name`; `Expr(name)` otherwise"
+    tree = _module_tree(mod) if depth < 4 else None
+    for n in (tree.body if tree else []):
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
+            try: return ast.literal_eval(n.value)
+            except ValueError: break
+        if isinstance(n, ast.ImportFrom) and n.level and n.module and any((a.asname or a.name) == name for a in n.names):
+            return _constant(next(a.name for a in n.names if (a.asname or a.name) == name), n.module, depth + 1)
+    return Expr(name)
+
+def _value(node, mod:str):
+    "The default a parameter's AST node gives in module `mod`: a literal, a module constant's literal, or its source as `Expr`"
     if node is None: return inspect.Parameter.empty
+    if isinstance(node, ast.Name) and node.id.isupper(): return _constant(node.id, mod)
     try: return ast.literal_eval(node)
     except ValueError: return Expr(ast.unparse(node))
 
@@ -49,7 +67,7 @@ def source_params(ref:str, # `module.function` or `module.Class.method`, e.g. `'
              for t in tokenize.generate_tokens(io.StringIO(head).readline) if t.type == tokenize.COMMENT}
     a = node.args; pos = a.posonlyargs + a.args
     pairs = list(zip(pos, [None]*(len(pos) - len(a.defaults)) + a.defaults)) + list(zip(a.kwonlyargs, a.kw_defaults))
-    return {p.arg: dict(default=_value(d), anno=ast.unparse(p.annotation) if p.annotation else None, help=notes.get(p.lineno))
+    return {p.arg: dict(default=_value(d, mod), anno=ast.unparse(p.annotation) if p.annotation else None, help=notes.get(p.lineno))
             for p, d in pairs if p.arg not in ('self', 'cls')}
 
 # %% ../nbs/00a_flags.ipynb #aaf4e14f
@@ -60,13 +78,14 @@ LIB = _Lib()
 
 _TYPES = {'int': int, 'float': float, 'str': str, 'bool': bool}
 
-def _merged(name:str, found:dict)->tuple:
-    "(default, type name, help) of flag `name` from `{label: source param}` of one or more functions"
+def _merged(name:str, found:dict, labels:list=None)->tuple:
+    "(default, type name, help) of flag `name` from `{label: source param}`; `labels`: all labelled functions, to say which take it"
     defaults = {k: p['default'] for k, p in found.items()}
     first = next(iter(found.values()))
     annos = {p['anno'] for p in found.values()}
     anno = annos.pop() if len(annos) == 1 else ('float' if annos <= {'int', 'float'} else None)
-    if len(set(map(repr, defaults.values()))) == 1: return first['default'], anno, first['help']
+    only = f" ({', '.join(found)} only)" if labels and len(found) < len(labels) else ''
+    if len(set(map(repr, defaults.values()))) == 1: return first['default'], anno, first['help'] + only
     per = ', '.join(f"{v} {k}" for k, v in defaults.items())
     return None, anno, f"{first['help']} (default: {per})"
 
@@ -76,7 +95,8 @@ def _annotate(anno, tname:str|None, help:str):
     base = get_args(anno)[0] if get_origin(anno) is Annotated else anno
     t = _TYPES.get(tname, base)
     if base not in (inspect.Parameter.empty, t) and not (base is float and t is int): t = base   # e.g. `float|None`
-    return Annotated[t, help]
+    extra = [m for m in get_args(anno)[1:] if not isinstance(m, str)] if get_origin(anno) is Annotated else []
+    return Annotated[(t, help, *extra)]   # `nargs`/`action` settings kept
 
 def from_library(*refs:str,     # library functions, e.g. `'synth.make_synthetic_experts'`
                  own:tuple=(),  # flags named like a library parameter that the command defines itself
@@ -91,33 +111,29 @@ def from_library(*refs:str,     # library functions, e.g. `'synth.make_synthetic
             if p.default is not LIB: continue
             found = {k: ps[name] for k, ps in params.items() if name in ps}
             if not found: raise ConfigError(f"{cmd.__name__}: --{name.replace('_', '-')} has default LIB, but none of {', '.join(sources.values())} has a parameter {name!r}")
-            default, tname, help = _merged(name, found)
+            default, tname, help = _merged(name, found, list(labelled))
             new[name] = default
             if annotate: cmd.__annotations__[name] = _annotate(p.annotation, tname, help)
         pos = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if cmd.__defaults__: cmd.__defaults__ = tuple(new.get(p.name, p.default) for p in pos[len(pos)-len(cmd.__defaults__):])
         if cmd.__kwdefaults__: cmd.__kwdefaults__ = {k: new.get(k, v) for k, v in cmd.__kwdefaults__.items()}
-        cmd.__library__ = dict(sources=sources, own=tuple(own))
+        cmd.__library__ = dict(sources=sources, own=tuple(own), labels=list(labelled), annotate=annotate)
         return cmd
     return deco
 
 # %% ../nbs/00a_flags.ipynb #e790007c
-def _help_of(anno)->str|None:
-    "The help an `Annotated[type, help]` annotation carries"
-    return next((m for m in get_args(anno)[1:] if isinstance(m, str)), None) if get_origin(anno) is Annotated else None
-
 def flag_drift(cmd, # a command decorated with `from_library`
               )->list: # one dict per flag with a library namesake: `flag`, `default`, `library`, `same` (None for `own`)
     "Each library-named flag of `cmd` beside its library default and help, and whether they agree"
     lib = getattr(cmd, '__library__', None)
     if lib is None: raise ConfigError(f"{cmd.__name__} does not say which library functions its flags come from (use `from_library`)")
     params = {k: source_params(r) for k, r in lib['sources'].items()}
+    shown = docments(cmd, full=True, eval_str=True) if lib.get('annotate', True) else {}   # the help `--help` prints
     rows = []
     for name, p in inspect.signature(cmd).parameters.items():
         found = {k: ps[name] for k, ps in params.items() if name in ps}
         if not found: continue
-        default, _, help = _merged(name, found)
-        same = None if name in lib['own'] else (repr(p.default) == repr(default) and
-                                                (not cmd.__annotations__.get(name) or _help_of(cmd.__annotations__[name]) in (help, None)))
+        default, _, help = _merged(name, found, lib.get('labels'))
+        same = None if name in lib['own'] else (repr(p.default) == repr(default) and (name not in shown or shown[name].docment == help))
         rows.append(dict(flag=name, default=p.default, library=default, same=same))
     return rows

@@ -137,7 +137,9 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                       epochs:float=10,         # epochs (early stopping on eval loss usually ends it sooner)
                       batch_size:int=8,        # batch size
                       lr:float=1e-3,           # learning rate
-                      r:int=16, alpha:int=32, dropout:float=0.05, # LoRA rank, alpha, dropout
+                      r:int=16,                # LoRA rank
+                      alpha:int=32,            # LoRA alpha (the update is scaled by alpha / r)
+                      dropout:float=0.05,      # LoRA dropout
                       grad_accum:int=1,        # gradient accumulation
                       max_length:int=None,     # maximum prompt tokens (text-only prompts are cut from the left)
                       max_steps:int=-1,        # stop after this many steps (-1: epochs decide)
