@@ -7,9 +7,10 @@ three task LoRAs of the project's `lora_config` and a router head, driven throug
 
 Every figure is measured in this one process against baselines measured in the same run: the eager path
 (`StackedPipeline(fast=False)`: PEFT adapters unmerged, transformers' `generate`) and a fresh base + adapter per request
-(the seed's way). The fast path is `fast=True`: the adapter folded into a working copy of the weights and kept there,
-`GreedyDecoder` with its step compiled with CUDA graphs (on the CPU: the same code, eager steps). Start-up is measured in
-two fresh processes (`--probe`): cold (empty compile caches) and warm (the cache artifacts the cold one saved).
+(the original `modal/stacked_inference.py`'s way). The fast path is `fast=True`: the adapter folded into a working
+copy of the weights and kept there, `GreedyDecoder` with its step compiled with CUDA graphs (on the CPU: the same
+code, eager steps). Start-up is measured in two fresh processes (`--probe`): cold (empty compile caches) and warm
+(the cache artifacts the cold one saved).
 
 Writes DIR/gpu-<shapes>-<device>.json after every section (a run cut short still leaves its figures), prints a
 markdown table and ends with `identical to eager: N/N`. `--budget S` skips the sections that no longer fit in S
@@ -309,7 +310,7 @@ class Bench:
                                    n=self.n_rep, n_eager=n_eager, n_fresh=n_fresh)
 
     def fresh(self, r:dict)->float:
-        "The seed's way: route, then load_backbone + PeftModel.from_pretrained + generate; returns the loading seconds"
+        "The original `stacked_inference.py`'s way: route, load a fresh base + LoRA, generate; returns the loading seconds"
         import torch
         from peft import PeftModel
         from moe_router import backbone as bb, experts

@@ -1,8 +1,8 @@
-"""Stacked inference (moe_router.infer): one resident base with every LoRA loaded, against the seed's way of
-loading a fresh base + `PeftModel.from_pretrained` for every request.
+"""Stacked inference (moe_router.infer): one resident base with every LoRA loaded, against the way of the
+original `modal/stacked_inference.py`: a fresh base + `PeftModel.from_pretrained` for every request.
 
 1. The cost of choosing the expert, on its own: `AdapterSwitch.set` (what the pipeline uses), PEFT's own
-   `set_adapter`, and a fresh base + `from_pretrained` (the seed).
+   `set_adapter`, and a fresh base + `from_pretrained` (the original's way).
 2. A whole request (route, choose, generate a tool-call-sized answer of NEW_TOKENS forced tokens), resident
    against reload; the shares of routing and of choosing the expert in a resident request.
 3. A mixed batch (requests for 3 adapters) through `run(batch)` against one request at a time.
@@ -60,13 +60,13 @@ def setup(tmp:Path):
     return model, proc, head, loras, reqs
 
 def reload_expert(name:str, loras:dict):
-    "The seed's way of choosing an expert: a fresh base from disk, then the LoRA"
+    "The original `stacked_inference.py`'s way of choosing an expert: a fresh base from disk, then the LoRA"
     m, p = backbone.load_backbone('tiny')
     with backbone.quiet_hf(): pm = PeftModel.from_pretrained(m, str(Path(loras[name])/'final'), adapter_name=name)
     return pm.eval(), p
 
 def reload_request(pipe, req, loras):
-    "Route with the resident router, then answer on a freshly loaded base + LoRA (seed 002)"
+    "Route with the resident router, then answer on a freshly loaded base + LoRA (the original `stacked_inference.py`)"
     t0 = time.perf_counter()
     target = pipe.decide(pipe.route([req])[0])['target']
     t1 = time.perf_counter()
@@ -175,7 +175,8 @@ def main():
             f"{100*peft8/req8:.1f}% with PEFT set_adapter; reload: {100*load8/(load8+req8):.0f}%", '-', '<= 5%', fast8/req8 <= 0.05)
         notes += [f"tiny backbone ({sum(p.numel() for p in model.parameters())/1e6:.2f}M params) on the CPU, torch threads = 1, "
                   f"3 task LoRAs (r=8, LM projections) + router head; medians (switch: 3000 runs; reload: {N_RELOAD})",
-                  f"reload = load_backbone('tiny') from its disk cache + PeftModel.from_pretrained, as seed 002 did for every request",
+                  f"reload = load_backbone('tiny') from its disk cache + PeftModel.from_pretrained, "
+                  "as the original stacked_inference.py did for every request",
                   f"requests: {N_REQ} test screenshots + instructions (4 per expert), every answer forced to {NEW_TOKENS} new tokens "
                   "(min_new_tokens = max_new_tokens), the size of a tool call",
                   f"resident request medians: route {fmt_t(tm['route'])}, switch {fmt_t(tm['switch'])}, generate {fmt_t(tm['generate'])}; "

@@ -1,4 +1,5 @@
-"""Seed 003's `modal run modal/router_train.py --mode train|eval|infer --dataset-dir /datasets/routing_... --epochs 100 ...`,
+"""The original `modal/router_train.py`'s command lines,
+`modal run modal/router_train.py --mode train|eval|infer --dataset-dir /datasets/routing_... --epochs 100 ...`,
 and `modal serve modal/router_train.py::tensorboard`.
 
 A thin entry file: everything lives in `moe_router.cloud`. This folder has no `__init__.py`, so `import modal` still

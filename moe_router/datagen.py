@@ -179,7 +179,7 @@ def read_experts(srcs:list,     # `ExpertSource`s in label order
                  log=print,     # where the per-expert lines go
                  max_tokens:int=MAX_INSTRUCTION_TOKENS, # longest instruction accepted, in tokens
                 )->tuple:       # `({name: sample_expert result}, {name: skip counts})`
-    "Step 1: stream each expert through its sampler, reporting as seed 003 did"
+    "Step 1: stream each expert through its sampler, reporting as the original `scripts/generate_routing_data.py` did"
     picked, skipped = {}, {}
     for s in srcs:
         log(f"Loading {s.name} (label={s.label})...")

@@ -291,7 +291,7 @@ def eval_json(ev:RouterEval)->dict:
 
 # %% ../nbs/04_eval_confusion.ipynb #622a4277
 def _from_predictions(preds:list, labels, where)->dict:
-    "Seed 002's LoRA eval: confusion and totals from `{expected, predicted}` records"
+    "The original `eval.py`'s LoRA eval: confusion and totals from `{expected, predicted}` records"
     for i, p in enumerate(preds):
         if not isinstance(p, dict) or 'expected' not in p or 'predicted' not in p:
             have = sorted(p) if isinstance(p, dict) else type(p).__name__
@@ -310,7 +310,7 @@ def _from_predictions(preds:list, labels, where)->dict:
                 confusion_matrix=cm.tolist(), invalid=dict(invalid))
 
 def _from_confusion(d:dict, labels)->dict:
-    "Seed 003's router-eval.json: the `gold->pred` dict and the totals"
+    "The original `modal/router_train.py`'s router-eval.json: the `gold->pred` dict and the totals"
     cm, lab = confusion_from_dict(d['confusion'], labels)
     total, correct = int(d.get('total', cm.sum())), int(d.get('correct', np.trace(cm)))
     return dict(format='router-eval', labels=lab, confusion=confusion_dict(cm, lab), confusion_matrix=cm.tolist(), total=total,
@@ -318,7 +318,7 @@ def _from_confusion(d:dict, labels)->dict:
 
 # %% ../nbs/04_eval_confusion.ipynb #b2bb58ce
 def _from_eval_report(d:dict, labels)->dict:
-    "Seed 002's `eval-report.json`/`eval_report.json`: overall accuracy in percent, `results.per_class` counts, the first errors"
+    "The original `eval.py`'s `eval-report.json`/`eval_report.json`: overall accuracy in percent, `results.per_class` counts, the first errors"
     res = d.get('results') or {}; pc = res.get('per_class') or {}
     total, correct = int(res.get('total', d.get('eval_samples') or 0)), int(res.get('correct', 0))
     per_class = {n: dict(v, accuracy=_r4(v['correct']/v['total']) if v.get('total') else None) for n, v in pc.items()}
@@ -356,8 +356,9 @@ def read_eval(src,                    # a path (JSON or JSONL) or an already-par
     if isinstance(d.get('per_class'), dict):
         return dict(base, format='per_class', labels=list(labels or d['per_class']), **{k: d.get(k) for k in ('accuracy', 'total', 'correct')})
     raise DatasetError(f"{where}: unknown evaluation format (top-level keys {sorted(d)[:12]}); expected a router-eval.json "
-                       "with a 'confusion' dict (seed 003), an eval-report.json (seed 002's `results`), a 'per_class' table, or a LoRA eval with a 'predictions' list "
-                       "of {expected, predicted, raw_output, correct} (seed 002)")
+                       "with a 'confusion' dict (the original router_train.py's), an eval-report.json (the original eval.py's `results`), "
+                       "a 'per_class' table, or a LoRA eval with a 'predictions' list of {expected, predicted, raw_output, correct} "
+                       "(the original eval.py's)")
 
 # %% ../nbs/04_eval_confusion.ipynb #6face050
 def relative_roots(samples:list, # routing samples with `image` and a resolved `image_path`

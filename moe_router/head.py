@@ -1,4 +1,4 @@
-"""A small MLP on the frozen backbone's pooled hidden state (seed 003): its features, its training with early stopping, its self-describing checkpoint, and `HeadRouter`.
+"""A small MLP on the frozen backbone's pooled hidden state (the original `modal/router_train.py`): its features, its training with early stopping, its self-describing checkpoint, and `HeadRouter`.
 
 Docs: https://moe-router.github.io/moe_router/head.html.md"""
 
@@ -119,7 +119,7 @@ def fit_head(head:RouterHead,      # an initialised head (its scaler is fitted h
              log=print,            # where the progress lines go (None for silence)
              progress:bool=False,  # show a progress bar over epochs
             )->dict:               # best_eval_loss, best_eval_acc, steps, stop_reason, history
-    "Train `head` on cached features with seed 003's evaluation schedule and early stopping"
+    "Train `head` on cached features with the original `router_train.py`'s evaluation schedule and early stopping"
     log = log or (lambda *a: None)
     head.fit_scaler(xtr); head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -276,7 +276,7 @@ def train_head(dataset_dir:str=None,    # routing dataset directory
                progress:bool=True,      # progress bars
                features=None,           # `samples -> features` as `pooled_features` gives them (e.g. `cloud`'s sharded extraction); default: this backbone's
               )->dict:                  # path, metrics and timings
-    "Train a router head on a frozen backbone (seed 003's `router_train.py`)"
+    "Train a router head on a frozen backbone (the original `modal/router_train.py`)"
     check_pooling(pooling, auto=True)
     log = log or (lambda *a: None); registry = registry or load_registry(); labels = _labels(registry)
     train_s, val_s, meta, (tr_path, va_path) = routing_pair(dataset_dir, data_path, eval_data_path, registry)

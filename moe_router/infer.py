@@ -51,7 +51,7 @@ class InferResult:
 
     def to_dict(self)->dict: "JSON-ready dict"; return asdict(self)
     def lines(self)->list:
-        "The two lines seed 003's infer mode printed (plus the fallback, if used)"
+        "The two lines the original `modal/router_train.py --mode infer` printed (plus the fallback, if used)"
         p = '' if self.confidence is None else f" (p={self.confidence:.2f})"
         res = [f"[router] selected adapter={self.routed}{p}" + (' [named in request]' if self.forced else '')]
         if self.fallback: res.append(f"[router] fallback -> {self.adapter} ({self.reason})")
@@ -488,7 +488,7 @@ def infer_one(prompt:str,            # the user's instruction
               fallback:str='base',   # what answers experts without an adapter (e.g. `ocr`)
               backbone:tuple=None,   # an already loaded (model, processor)
              )->dict:                # `InferResult.to_dict()`
-    "Seed 003's infer mode: route one request and answer it with the chosen expert"
+    "The original `router_train.py --mode infer`: route one request and answer it with the chosen expert"
     pipe = StackedPipeline.load(loras, router_path, model, backbone=backbone, fallback=fallback)
     r = pipe(dict(text=prompt, image_path=image_path))
     for line in r.lines(): print(line)

@@ -26,7 +26,7 @@ def resolve_data(dataset_dir:str=None,    # routing dataset directory (`train.js
                  eval_data_path:str=None, # explicit validation JSONL
                  env:dict=None,           # environment for the defaults (`os.environ` by default)
                 )->tuple:                 # (train path, val path)
-    "Training and validation files in seed 003's order: explicit paths, then `dataset_dir`, then the defaults"
+    "Training and validation files in the original `router_train.py`'s order: explicit paths, `dataset_dir`, defaults"
     d = env_settings(env)
     tr = data_path or (str(Path(dataset_dir)/'train.jsonl') if dataset_dir else d['train_data'])
     va = eval_data_path or (str(Path(dataset_dir)/'val.jsonl') if dataset_dir else d['val_data'])
@@ -57,7 +57,7 @@ def _out_file(out, name):
 
 # %% ../nbs/03c_lora.ipynb #9d64b145
 class Plateau:
-    "Seed 003's early stopping: reduce the LR on plateaus, stop after the last reduction"
+    "The original `modal/router_train.py`'s early stopping: reduce the LR on plateaus, stop after the last reduction"
     def __init__(self, lr:float, patience:int=5, min_delta:float=1e-3, factor:float=0.5, max_reductions:int=5,
                  min_lr:float=5e-8):
         self.lr, self.patience, self.min_delta, self.factor = lr, patience, min_delta, factor

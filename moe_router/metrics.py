@@ -24,14 +24,14 @@ def confusion(gold:np.ndarray,  # gold label indices
 
 def confusion_dict(cm:np.ndarray, # `(k, k)` confusion counts
                    labels:list,   # adapter names in label order
-                  )->dict:        # seed 003's `{"gold->pred": n}`, non-zero cells only
-    "The confusion matrix as seed 003's `gold->pred` dict"
+                  )->dict:        # the original `router_train.py`'s `{"gold->pred": n}`, non-zero cells only
+    "The confusion matrix as the original `modal/router_train.py`'s `gold->pred` dict"
     return {f"{labels[i]}->{labels[j]}": int(cm[i, j]) for i in range(len(labels)) for j in range(len(labels)) if cm[i, j]}
 
 def confusion_from_dict(d:dict,               # `{"gold->pred": n}`
                         labels:list|None=None, # label order; by default names in order of appearance
                        )->tuple:               # `(cm, labels)`
-    "Rebuild the confusion matrix from seed 003's `gold->pred` dict"
+    "Rebuild the confusion matrix from the original `modal/router_train.py`'s `gold->pred` dict"
     pairs = []
     for k, v in d.items():
         if '->' not in k: raise DatasetError(f"confusion key {k!r} is not of the form 'gold->pred'")

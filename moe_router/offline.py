@@ -26,7 +26,7 @@ def on_mounts(v, mounts:dict):
 
 @contextmanager
 def offline(mounts:dict=None): # `{mount: local directory}` standing in for the volumes
-    "Run Modal calls in this process, as a container would: `.remote` as `.local`, `.map` as a loop of `.local`, `app.run` a no-op; arguments on the mounts moved to local directories; seed 003's settings cleared inside each call"
+    "Run Modal calls in this process, as a container would: `.remote` as `.local`, `.map` as a loop of `.local`, `app.run` a no-op; arguments on the mounts moved to local directories; the original `router_train.py`'s settings cleared inside each call"
     def remote(self, *a, **kw):
         saved = {k: os.environ.pop(k) for k in ENV_KEYS if k in os.environ}   # a container has only what `env` carries
         try: return self.local(*on_mounts(a, mounts), **on_mounts(kw, mounts))

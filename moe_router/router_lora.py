@@ -1,4 +1,4 @@
-"""A LoRA on the VLM that answers with an adapter's name (seed 002): constrained scoring, a classification loss on the label tokens, training, `LoraRouter`, and the original system's runs.
+"""A LoRA on the VLM that answers with an adapter's name (the original `training.py`): constrained scoring, a classification loss on the label tokens, training, `LoraRouter`, and the original system's runs.
 
 Docs: https://moe-router.github.io/moe_router/router_lora.html.md"""
 
@@ -93,7 +93,7 @@ def generate_names(model,            # a model whose active adapter is the route
                    processor,        # its processor
                    samples:list,     # routing samples
                    labels:list,      # adapter names
-                   max_new_tokens:int=20, # generation budget (the seed used up to 20)
+                   max_new_tokens:int=20, # generation budget (the original router-LoRA scripts used up to 20)
                    batch_size:int=8, # samples per call
                   )->list:           # raw answers
     "Free greedy generation of the router's answer for each sample (raw text)"
@@ -115,7 +115,7 @@ def label_nll(logits:torch.Tensor,  # (batch, answer length, vocab): the logits 
     return torch.stack(rows).mean()
 
 def router_loss(ids:list,           # each adapter's answer token ids (`name_ids`)
-                label_weight:float=1.0, # weight of the classification term (0: the token loss alone, as the seed)
+                label_weight:float=1.0, # weight of the classification term (0: the original `training.py`'s token loss alone)
                ):                   # `loss(model, inputs)` -> (loss, outputs), for `sft_lora`'s `compute_loss`
     "The router LoRA's training loss: token cross-entropy on the answer plus `label_weight` × `label_nll`"
     bp = branch_points(ids)
@@ -148,7 +148,7 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                       min_delta:float=0.001,   # minimum improvement of eval loss (as `moe-router-train`'s)
                       vision_lora:bool=True,   # also adapt the vision tower (False: the language model only)
                       text_only_frac:float=0.25, # fraction of training samples also seen without their image
-                      label_weight:float=1.0,  # weight of the classification loss on the label tokens (0: the seed's token loss alone)
+                      label_weight:float=1.0,  # weight of the classification loss on the label tokens (0: the original `training.py`'s token loss alone)
                       registry=None,           # `config.Registry`
                       backbone:tuple=None,     # an already loaded (model, processor); not modified
                       seed:int=0,              # random seed
@@ -156,7 +156,7 @@ def train_router_lora(dataset_dir:str=None,    # routing dataset directory
                       progress:bool=True,      # progress bars (on a terminal only)
                       resume:bool=False,       # continue from the last checkpoint in `{out}/checkpoints`
                      )->dict:                  # path, metrics and timings
-    "Train the router LoRA with TRL SFT: the completion is the adapter's name (seed 002)"
+    "Train the router LoRA with TRL SFT: the completion is the adapter's name (as in the original `training.py`)"
     log = log or (lambda *a: None); registry = registry or load_registry(); labels = _labels(registry)
     train_s, val_s, meta, (tr_path, va_path) = routing_pair(dataset_dir, data_path, eval_data_path, registry)
     m, proc = backbone or load_backbone(model)
@@ -253,7 +253,7 @@ def load_lora_router(path:str|Path,    # router-LoRA directory (with router.json
 
 # %% ../nbs/03e_router_lora.ipynb #679c9039
 def metadata_labels(meta:dict)->list|None:
-    "Adapter names in label order from a routing dataset's `metadata.json` (seed 003's `adapters`, or `label_map`)"
+    "Adapter names in label order from `metadata.json`: `adapters` (as `generate_routing_data.py` writes) or `label_map`"
     m = meta.get('label_map') or {n: a.get('label') for n, a in (meta.get('adapters') or {}).items() if isinstance(a, dict)}
     if not m or not all(isinstance(v, int) for v in m.values()): return None
     return sorted(m, key=m.get)

@@ -78,7 +78,7 @@ def routing_record(s:dict,   # one line of a routing JSONL
 def metadata_label_map(meta:dict, # a routing dataset's metadata.json
                        d:Path,    # its directory
                       )->dict:    # `{adapter: label}`
-    "The label map: `label_map`, seed 003's `adapters`, else (seed 001's `counts` style) read off the records"
+    "The label map: `label_map`, `adapters` (`generate_routing_data.py`), else from the records (`generate.py`'s `counts`)"
     lm = meta.get('label_map') or {n: a.get('label') for n, a in (meta.get('adapters') or {}).items() if isinstance(a, dict)}
     if lm: return lm
     for sp in SPLITS:

@@ -1,7 +1,7 @@
-"""The seeds' and the README's `modal` command lines, through Modal's own CLI: `modal.cli.run.run` resolves the file and
-the entrypoint and builds the click command as `modal run` does; only the network is taken out (`moe_router.offline`:
-the app run is a no-op, `.remote()` runs as `.local()` with the caller's settings cleared, volume paths map to
-local directories). Tiny data, the tiny backbone."""
+"""The original system's and the README's `modal` command lines, through Modal's own CLI: `modal.cli.run.run` resolves
+the file and the entrypoint and builds the click command as `modal run` does; only the network is taken out
+(`moe_router.offline`: the app run is a no-op, `.remote()` runs as `.local()` with the caller's settings cleared,
+volume paths map to local directories). Tiny data, the tiny backbone."""
 import json, os, re, shlex, shutil, sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT.parent/'shared'/'seeds'
 SEED_DS, SEED_RUN = 'routing_20251125_052946', 'routing-20251125-052946'
 
-# Every `modal` line of the seeds that names this project's entry files, as written there (placeholders excepted).
+# Every `modal` line of the original system's documentation (claimhawk/qwen3-vl-computer-use-mole-server: its
+# `modal/generate.py`, `modal/stacked_inference.py` and `modal/router_train.py`) that names this project's entry files,
+# as written there (placeholders excepted).
 SEED_LINES = {
     '001': ['modal run modal/generate.py --samples-per-adapter 500 --test-per-adapter 25'],
     '002': [f'modal run modal/stacked_inference.py --routing-run {SEED_RUN} --routing-dataset datasets/{SEED_DS} --max-samples 10'],
@@ -31,7 +33,7 @@ PARSE_ONLY = {'modal run modal/generate.py --samples-per-adapter 500 --test-per-
 
 @pytest.fixture(scope='module')
 def vols(tmp_path_factory):
-    "Local directories standing in for the volumes, with a tiny routing dataset under the seeds' names"
+    "Local directories standing in for the volumes, with a tiny routing dataset under the original's names"
     from moe_router.synth import make_synthetic_experts
     from moe_router.datagen import build_routing_dataset
     t = tmp_path_factory.mktemp('vols'); ds = t/'datasets'
@@ -69,13 +71,13 @@ def modal_cli(line:str, t:Path, monkeypatch, record:list=None):
 
 @pytest.fixture
 def caller(monkeypatch, vols):
-    "The caller's settings: the tiny backbone and seed 003's output path (they must reach the functions)"
+    "The caller's settings (the tiny backbone, the original `router_train.py`'s output path): they must reach the functions"
     monkeypatch.setenv('BASE_MODEL_ID', 'tiny'); monkeypatch.setenv('ROUTER_OUT', '/output/router-head.pt')
     monkeypatch.setenv('TRAIN_DATA', '/datasets/routing_latest/train.jsonl'); monkeypatch.setenv('VAL_DATA', '/datasets/routing_latest/val.jsonl')
     return vols
 
 def test_seed_lines_are_in_the_seeds():
-    "The lines above are the seeds' own (checked against the text where the seeds are present)"
+    "The lines above are the original documentation's own (checked against its text where it is present)"
     if not SEEDS.is_dir(): pytest.skip('the seed documents are not beside this checkout')
     text = re.sub(r'\\\n\s*', '', ' '.join(p.read_text() for p in SEEDS.glob('0*.txt')))
     text = re.sub(r'[ \t]+', ' ', text)
@@ -90,7 +92,7 @@ def test_modal_folder_does_not_shadow_modal(monkeypatch):
 
 @pytest.mark.parametrize('line', [l for ls in SEED_LINES.values() for l in ls if l not in PARSE_ONLY])
 def test_seed_line_runs(line, caller, monkeypatch):
-    if 'stacked_inference' in line:   # seed 002's run directory: a router trained under the run name
+    if 'stacked_inference' in line:   # as in the original `stacked_inference.py`: a router trained under the run name
         from moe_router.head import train_head
         run = caller/'output'/SEED_RUN
         if not (run/'router-head.pt').exists():
@@ -176,7 +178,7 @@ def readme_modal_lines()->list:
 
 @pytest.mark.parametrize('line', readme_modal_lines())
 def test_readme_modal_line_parses(line, monkeypatch):
-    "Resolved as `modal` resolves it and its flags parsed by the click command `modal run` builds (lines the seed tests run are run there)"
+    "Resolved as `modal` resolves it and its flags parsed by the click command `modal run` builds (`test_seed_line_runs` runs the original's lines)"
     import modal.cli.run as mr
     from modal.cli.import_refs import import_and_filter, import_app_from_ref, parse_import_ref
     monkeypatch.chdir(ROOT)

@@ -1,7 +1,7 @@
 """Write `nbs/fixtures/claimhawk-volume/`: the original system's artifacts as published (see the formats note):
-a seed 001 routing dataset (conversation records with `metadata`, `metadata.json` with `counts`, screenshots as
-`<source_ds>/images/<file>` under the volume root), the history volume's `<expert>/runs.jsonl`, and an original
-`eval-report.json`. Small PNGs, so the fixture stays a few kilobytes."""
+a routing dataset as the original `modal/generate.py` wrote it (conversation records with `metadata`, `metadata.json`
+with `counts`, screenshots as `<source_ds>/images/<file>` under the volume root), the history volume's
+`<expert>/runs.jsonl`, and an original `eval-report.json`. Small PNGs, so the fixture stays a few kilobytes."""
 import json, shutil
 from pathlib import Path
 from PIL import Image
