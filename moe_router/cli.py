@@ -120,7 +120,7 @@ def upload_cli(dataset_dir:str,            # Local dataset directory to upload
                dry_run:bool=LIB,
                latest:bool=LIB,
               ):
-    "Upload a routing dataset to a Modal volume (seed 003's upload_routing_data.py)"
+    "Upload a routing dataset to a Modal volume (the original scripts/upload_routing_data.py)"
     from moe_router.cloud import upload_dataset
     try: return upload_dataset(dataset_dir, volume, remote_dir, dry_run, latest=latest)
     except BAD_INPUT as e: fail(e)
@@ -154,7 +154,7 @@ def seed_run(dataset_name:str, # `--dataset-name`, e.g. `datasets/routing_202511
              run_name:str,     # `--run-name`, e.g. `my-router`
              backend:str='local', # 'local' or 'modal'
             )->tuple:          # `(dataset_dir, run_dir)`; either None when its flag is not given
-    "Seed 002's `--dataset-name`/`--run-name`: the routing dataset, and the run directory `<root>/<dataset_name>/<run_name>`"
+    "The original `scripts/train.sh`'s `--dataset-name`/`--run-name`: the routing dataset, and the run directory `<root>/<dataset_name>/<run_name>`"
     if run_name and not dataset_name: raise ConfigError("--run-name needs --dataset-name (runs live under <dataset_name>/<run_name>/)")
     if not dataset_name: return None, None
     root, ds = ('runs', dataset_name) if backend == 'local' else ('/output', '/datasets/' + dataset_name.strip('/').removeprefix('datasets/'))
@@ -187,8 +187,8 @@ def train_cli(router:str='head',          # router kind: head or lora
               seed:int=LIB,
               config:str=None,            # adapters.yaml the dataset was built with (default: ./config/adapters.yaml, then the packaged one)
               resume:bool=LIB,
-              dataset_name:str=None,      # seed 002: the dataset (datasets/routing_...); with --run-name the run goes to <root>/<dataset_name>/<run_name>
-              run_name:str=None,          # seed 002: the run's name
+              dataset_name:str=None,      # as in the original scripts/train.sh: the dataset (datasets/routing_...); with --run-name the run goes to <root>/<dataset_name>/<run_name>
+              run_name:str=None,          # as in the original scripts/train.sh: the run's name
               shards:int=1,               # --backend modal --router head: extract features in this many GPU containers
              ):
     "Train a router head or a router LoRA on a routing dataset"
@@ -225,9 +225,9 @@ def eval_cli(router:str=None,            # router checkpoint: `router-head.pt` o
              model:str=None,             # base model (default: the one the router checkpoint names)
              labels:str=None,            # an original router LoRA (no router.json): adapter names in label order, comma-separated
              answer_format:str=LIB,
-             route_by:str='score',       # a router LoRA: score each adapter name, or `generate` freely (seed 002's way)
-             dataset_name:str=None,      # seed 002: the dataset (datasets/routing_...), instead of --dataset-dir
-             run_name:str=None):         # seed 002: the run under runs/<dataset_name>/, instead of --router
+             route_by:str='score',       # a router LoRA: score each adapter name, or `generate` freely (as the original `eval.py` does)
+             dataset_name:str=None,      # as in the original scripts/train.sh: the dataset (datasets/routing_...), instead of --dataset-dir
+             run_name:str=None):         # as in the original scripts/eval.sh: the run under runs/<dataset_name>/, instead of --router
     "Evaluate a router on a routing dataset split: metrics, confusion, calibration, pictures and an HTML report"
     from moe_router.report import run_eval, summary_text
     from moe_router.infer import stack_base
@@ -282,7 +282,7 @@ def infer_cli(prompt:str=None,       # the instruction, e.g. "Click December 3 i
               checkpoints_root:str=LIB,
               labels:str=None,       # an original router LoRA (no router.json): adapter names in label order, comma-separated
               answer_format:str=LIB,
-              route_by:str='score',  # a router LoRA: score each adapter name, or `generate` freely (seed 002's way)
+              route_by:str='score',  # a router LoRA: score each adapter name, or `generate` freely (as the original `eval.py` does)
              ):
     "Route a prompt (or a dataset split) through the stacked pipeline and print the answer"
     from moe_router.infer import StackedPipeline, run_dataset, dataset_report

@@ -59,13 +59,13 @@ VOLUME_SPECS = {"/datasets": ("moe-lora-data", "the experts' datasets and the ro
                 "/output": ("routing-output", "router checkpoints, evaluations, TensorBoard logs"),
                 "/history": (os.environ.get('MOE_ROUTER_HISTORY_VOLUME', 'claimhawk-training-history'),
                              "the original's training history, `<expert>/runs.jsonl` (name: $MOE_ROUTER_HISTORY_VOLUME)"),
-                LORA_TRAINING: ("claimhawk-lora-training", "the experts' training datasets as the history names them (seed 000)"),
-                "/data": ("claimhawk-training-data", "seed 003's legacy mount: `--data-path /data/routing-train.jsonl`")}
+                LORA_TRAINING: ("claimhawk-lora-training", "the experts' training datasets as the history names them (the original `generator.py`)"),
+                "/data": ("claimhawk-training-data", "the original `modal/router_train.py`'s legacy mount: `--data-path /data/routing-train.jsonl`")}
 VOLUMES = {mount: modal.Volume.from_name(name, create_if_missing=True) for mount, (name, _) in VOLUME_SPECS.items()}
 data_vol, ckpt_vol, out_vol, hist_vol, lora_vol, legacy_vol = VOLUMES.values()
 
 def caller_env()->dict:
-    "Seed 003's settings as set on this machine, to pass to a Modal function (its container has its own environment)"
+    "The training settings (`ENV_KEYS`) as set on this machine, to pass to a Modal function (its container has its own environment)"
     return {k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)}
 
 def apply_env(env:dict|None):
@@ -177,7 +177,7 @@ def history_source(history, expert:str)->str:
 def find_latest_dataset(expert:str,      # adapter name
                         history,         # `/history` (`<expert>/runs.jsonl`, the original's), a JSONL/JSON file, or a list of runs
                         cache_dir='.cache/moe_router/datasets', # local cache (downloads only)
-                        volume='claimhawk-lora-training',      # the volume seed 000 downloads from
+                        volume='claimhawk-lora-training',      # the volume the original `generator.py` downloads from
                         vol=None,        # a `modal.Volume`-like object (default: looked up by name)
                         log=print,       # says which dataset and run it took
                         root:str=None,   # where that volume is mounted (in a Modal function): no download
@@ -229,15 +229,15 @@ def assemble_dataset(experts:dict|None=None, history:str|None=None, root:str=LOR
 
 # %% ../nbs/07_cloud.ipynb #70118c9f
 def seed_count(flag:str, v, alias:str, av:int, low:int=1)->int:
-    "A per-adapter count given by a seed's flag or its alias: the one given (the seed's wins), refused below `low`"
+    "A per-adapter count given by an original flag or its alias: the one given (the original flag wins), refused below `low`"
     n = av if v is None else v
     if n < low: raise ConfigError(f"{flag if v is not None else alias} {n} must be at least {low}")
     return n
 
 @app.local_entrypoint()
 @from_library('datagen.build_routing_dataset', annotate=False)
-def generate_routing_data(samples_per_adapter:int|None=None, # seed 001: training samples (train + val) per adapter (alias of --train-samples)
-                          test_per_adapter:int|None=None,    # seed 001: test samples per adapter (alias of --eval-samples)
+def generate_routing_data(samples_per_adapter:int|None=None, # the original `modal/generate.py`'s flag: training samples (train + val) per adapter (alias of --train-samples)
+                          test_per_adapter:int|None=None,    # the original `modal/generate.py`'s flag: test samples per adapter (alias of --eval-samples)
                           prefix:str=LIB,
                           train_samples:int=LIB,
                           eval_samples:int=LIB,
@@ -245,7 +245,7 @@ def generate_routing_data(samples_per_adapter:int|None=None, # seed 001: trainin
                           seed:int=LIB,
                           ocr_samples:int=LIB,
                           hard_pair_frac:float=LIB,
-                          history:str='/history',      # training history (seed 000): the claimhawk-training-history volume; '' uses adapters.yaml's paths
+                          history:str='/history',      # training history (the original `generator.py`'s): the claimhawk-training-history volume; '' uses adapters.yaml's paths
                           datasets_root:str=LORA_TRAINING, # where the history's datasets are (the claimhawk-lora-training volume)
                           out_root:str='/datasets',    # where the routing dataset goes (the moe-lora-data volume)
                          ):
@@ -267,7 +267,7 @@ def modal_train_router_head(dataset_dir:str=None, # dataset directory on the vol
                             model:str=None,        # base model id (default BASE_MODEL_ID)
                             env:dict=None,         # the caller's BASE_MODEL_ID, TRAIN_DATA, VAL_DATA, ROUTER_OUT (`caller_env()`)
                             shards:int=1,          # feature extraction over this many GPU containers (`sharded_features`)
-                            run_name:str=None, dataset_name:str=None, # seed 002's names, for `train-results.json`
+                            run_name:str=None, dataset_name:str=None, # the original `scripts/train.sh` names, for `train-results.json`
                             **kw)->dict:           # other `train_head` arguments
     "Modal GPU: `train_head` on the volumes, its features extracted in `shards` containers"
     apply_env(env); reload_volumes(data_vol, legacy_vol, lora_vol)
@@ -281,7 +281,7 @@ def modal_train_router_lora(dataset_dir:str=None, # dataset directory on the vol
                             out:str='/output/router-lora', # run directory on the routing-output volume
                             model:str=None,        # base model id (default BASE_MODEL_ID)
                             env:dict=None,         # the caller's settings (`caller_env()`)
-                            run_name:str=None, dataset_name:str=None, # seed 002's names, for `train-results.json`
+                            run_name:str=None, dataset_name:str=None, # the original `scripts/train.sh` names, for `train-results.json`
                             **kw)->dict:           # other `train_router_lora` arguments
     "Modal GPU: `train_router_lora` on the volumes"
     apply_env(env); reload_volumes(data_vol, legacy_vol, lora_vol)
@@ -292,7 +292,7 @@ def modal_train_router_lora(dataset_dir:str=None, # dataset directory on the vol
 def modal_evaluate(router_path:str=None,  # router checkpoint on a volume (default ROUTER_OUT)
                    dataset_dir:str=None,  # routing dataset directory on the volume (default /datasets/routing_latest)
                    split:str='test',      # which split; `test` falls back to `val` when the dataset has no test.jsonl
-                   out:str='/output',     # where router-eval.json (seed 003's /output/router-eval.json) and the plots go
+                   out:str='/output',     # where router-eval.json (the original's /output/router-eval.json) and the plots go
                    env:dict=None,         # the caller's settings (`caller_env()`)
                    shards:int=1,          # route the split in this many GPU containers (`sharded_router`)
                    load_kw:dict=None,     # `load_router` arguments, e.g. `method='generate'`
@@ -302,7 +302,7 @@ def modal_evaluate(router_path:str=None,  # router checkpoint on a volume (defau
     router_path, dataset_dir = router_path or env_settings()['router_out'], dataset_dir or '/datasets/routing_latest'
     note = None
     if split == 'test' and not (Path(dataset_dir)/'test.jsonl').is_file():
-        split, note = 'val', f"{dataset_dir} has no test.jsonl (seed 003 datasets have none): evaluated on val.jsonl"
+        split, note = 'val', f"{dataset_dir} has no test.jsonl (the original's datasets have none): evaluated on val.jsonl"
         print(note)
     router = sharded_router(router_path, load_split(dataset_dir, split)[0], shards, env, load_kw) if shards > 1 else router_path
     ev = evaluate_dir(router, dataset_dir, split=split, out=out, info=dict(router=str(router_path)), load_kw=load_kw)
@@ -341,7 +341,7 @@ def _train_call(router, dataset_dir, data_path, eval_data_path, epochs, batch_si
 @app.local_entrypoint()
 @from_library(head='head.train_head', lora='router_lora.train_router_lora', annotate=False,
               own=('dataset_dir', 'data_path', 'eval_data_path', 'model', 'out'))   # Modal's command line: '' means not given
-def router_train(mode:str='train',          # train, eval or infer (seed 003's modes)
+def router_train(mode:str='train',          # train, eval or infer (the original's modes)
                  router:str='head',         # router kind: head or lora
                  dataset_dir:str='',        # routing dataset directory on the volume, e.g. /datasets/routing_...
                  data_path:str='',          # explicit training JSONL (legacy; wins over --dataset-dir)
@@ -360,7 +360,7 @@ def router_train(mode:str='train',          # train, eval or infer (seed 003's m
                  shards:int=1,              # train (head) and eval: split the work over this many GPU containers
                  route_by:str='score',      # eval: a router LoRA scores the names, or `generate`s freely
                 ):
-    "Seed 003's `modal run modal/router_train.py --mode train|eval|infer ...`; BASE_MODEL_ID, TRAIN_DATA, VAL_DATA, ROUTER_OUT travel along"
+    "The original `modal run modal/router_train.py --mode train|eval|infer ...`; BASE_MODEL_ID, TRAIN_DATA, VAL_DATA, ROUTER_OUT travel along"
     opt, env = (lambda v: v or None), caller_env()
     try:
         shard_bounds(0, shards); load_kw = check_route_by(route_by) if route_by != 'score' else None
@@ -429,8 +429,8 @@ def sharded_router(router_path:str, samples:list, shards:int, env:dict=None, loa
 RUN_ROOTS = ('/output', '/checkpoints')   # where router runs live: this project's output volume, the original's checkpoints
 
 def router_path(router:str='',          # an explicit router checkpoint: used as it is
-                routing_run:str='',     # seed 002's `--routing-run`: a run directory name
-                routing_dataset:str='', # seed 002's `--routing-dataset` (runs live under `<dataset_name>/<run_name>/`)
+                routing_run:str='',     # the original `modal/stacked_inference.py`'s `--routing-run`: a run directory name
+                routing_dataset:str='', # the original `modal/stacked_inference.py`'s `--routing-dataset` (runs live under `<dataset_name>/<run_name>/`)
                 roots=None,             # volumes to look in (default `RUN_ROOTS`)
                )->str:                  # the router checkpoint or run directory
     "The router: an explicit path, else the run directory named `routing_run` (also under its dataset's name), else `ROUTER_OUT`"
@@ -451,7 +451,7 @@ class StackedInference:
     loras: str = modal.parameter(default='')       # loras.json path; '' uses the registry's lora_path entries
     router: str = modal.parameter(default='')      # router checkpoint path
     routing_run: str = modal.parameter(default='') # or a router run directory name under /output or /checkpoints
-    routing_dataset: str = modal.parameter(default='') # the run's dataset name (seed 002's layout `<dataset>/<run>/`)
+    routing_dataset: str = modal.parameter(default='') # the run's dataset name (the original layout `<dataset>/<run>/`)
     model: str = modal.parameter(default='')       # base model id; '' uses the router's, else BASE_MODEL_ID
     threshold: str = modal.parameter(default='0')  # confidence threshold
     fallback: str = modal.parameter(default='')    # 'base', an adapter name, or '' for none
@@ -488,7 +488,7 @@ class StackedInference:
 DATA_ROOT = '/datasets'   # where the moe-lora-data volume is mounted
 
 def volume_path(p:str, root:str=None)->str:
-    "`datasets/routing_x` (a path as seed 002 wrote it) -> `/datasets/routing_x` (or `/datasets/datasets/routing_x` where that exists)"
+    "`datasets/routing_x` (a path as the original scripts wrote it) -> `/datasets/routing_x` (or `/datasets/datasets/routing_x` where that exists)"
     root = str(root or DATA_ROOT)
     if not p or p.startswith('/'): return p
     head, _, rest = p.partition('/')
@@ -498,16 +498,16 @@ def volume_path(p:str, root:str=None)->str:
 @app.local_entrypoint()
 @from_library('infer.StackedPipeline.__init__', 'infer.run_dataset', annotate=False,
               own=('max_samples', 'loras', 'fallback'))   # the original's 10 samples; '' means not given
-def stacked_inference(routing_run:str='',     # seed 002: the router run (a directory name under /output or /checkpoints)
-                      routing_dataset:str='', # seed 002: the routing dataset, e.g. datasets/routing_20251125_052946
-                      max_samples:int=10,     # seed 002: at most this many samples of its test split
+def stacked_inference(routing_run:str='',     # the router run (a directory name under /output or /checkpoints)
+                      routing_dataset:str='', # the routing dataset, e.g. datasets/routing_20251125_052946
+                      max_samples:int=10,     # at most this many samples of its test split
                       loras:str='',           # loras.json on a volume ('' : the registry's lora_path entries)
                       threshold:float=LIB,
                       fallback:str='',        # 'base' or an adapter name
                       prompt:str='',          # answer one prompt instead
-                      route_by:str='score',   # a router LoRA: score the names, or `generate` freely (seed 002's way)
+                      route_by:str='score',   # a router LoRA: score the names, or `generate` freely (as the original `eval.py` does)
                      ):
-    "Seed 002's `modal run modal/stacked_inference.py --routing-run R --routing-dataset datasets/D --max-samples N` (or one --prompt)"
+    "The original `modal run modal/stacked_inference.py --routing-run R --routing-dataset datasets/D --max-samples N` (or one --prompt)"
     try:
         if max_samples < 1: raise ConfigError(f"--max-samples {max_samples} must be at least 1")
         if not (prompt or routing_dataset): raise ConfigError("give --routing-dataset datasets/NAME or --prompt \"...\"")

@@ -178,7 +178,7 @@ def train_kwargs(router:str,  # 'head' or 'lora'
     return dict(kw, epochs=int(epochs) if router == 'head' else epochs, lr=lr, out=out or d['out'])
 
 # %% ../nbs/03_train_modal.ipynb #7e5a0002
-ROUTE_BY = ('score', 'generate')   # a router LoRA's way to route: score each adapter name, or generate freely (seed 002's way)
+ROUTE_BY = ('score', 'generate')   # a router LoRA's way to route: score each adapter name, or generate freely (as the original `eval.py` does)
 
 def check_route_by(route_by:str, # `--route-by`
                   )->dict:       # `load_router` arguments for it
@@ -188,7 +188,7 @@ def check_route_by(route_by:str, # `--route-by`
 
 def save_train_results(res:dict,        # what `train_head` / `train_router_lora` returned
                        router:str,      # 'head' or 'lora'
-                       run_name:str=None, dataset_name:str=None, # seed 002's names of the run
+                       run_name:str=None, dataset_name:str=None, # the original `scripts/train.sh` names of the run
                       )->Path:          # the file written
     "Write `train-results.json` beside the run's checkpoint"
     p = Path(res['path']).parent/'train-results.json'
