@@ -28,10 +28,10 @@ $(BIN)/.installed: $(BIN)/.runtime
 runtime: $(BIN)/.runtime
 venv: $(BIN)/.installed
 
-# Two workers (pytest-xdist), one test file each at a time (a file's summary test counts that file's cases in its own
-# process); the notebooks are split over two files so both workers share them. The slowest tests are listed before the summary.
+# Two workers (pytest-xdist): each test file runs whole on one worker (its fixtures are built once and its summary test counts
+# its cases), and the notebooks spread over both one by one (tests/conftest.py). The slowest tests are listed before the summary.
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 demo: runtime
 	$(BIN)/moe-router-demo --out runs/demo

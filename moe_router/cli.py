@@ -9,12 +9,12 @@ __all__ = ['BACKENDS', 'interrupted', 'synth_cli', 'history_experts', 'generate_
            'train_cli', 'eval_cli', 'check_infer_flags', 'infer_cli', 'demo_cli', 'check_serve_flags', 'serve_cli']
 
 # %% ../nbs/08_cli.ipynb #edad7cbe
-import json, math, os, sys
+import json, os, sys
 from pathlib import Path
 from typing import Annotated
 from fastcore.script import call_parse
 from .flags import from_library, LIB
-from .config import ConfigError, DatasetError, BAD_INPUT, load_registry, env_settings, atomic_write_json, fail, check_out
+from .config import ConfigError, DatasetError, BAD_INPUT, load_registry, atomic_write_json, fail, check_out
 
 # %% ../nbs/08_cli.ipynb #4d478cbf
 def interrupted(note:str=''): # what was kept, e.g. where the checkpoints are
@@ -92,7 +92,7 @@ def generate_cli(calendar_dataset:str=None,        # Path to calendar adapter tr
                 ):
     "Generate a balanced routing dataset from the experts' datasets"
     from moe_router.datagen import build_routing_dataset
-    from moe_router.history import experts_from_flags, update_latest
+    from moe_router.history import update_latest
     if test:
         print("Running in TEST mode (1 sample per adapter)")
         train_samples = eval_samples = 1

@@ -12,11 +12,11 @@ __all__ = ['SCALES', 'STAGES', 'OCR_NA', 'DEMO_MARKER', 'demo_sizes', 'stage', '
            'run_files', 'write_manifest', 'prepare_out', 'demo_stages', 'finish_demo', 'demo_command', 'run_demo']
 
 # %% ../nbs/06_demo.ipynb #ca99c4c1
-import copy, json, os, re, shutil, sys, time
+import copy, json, os, time
 import numpy as np
 from contextlib import contextmanager
 from pathlib import Path
-from .config import ConfigError, DatasetError, check_out, atomic_write_json, atomic_write_text, load_registry
+from .config import ConfigError, DatasetError, check_out, atomic_write_json, atomic_write_text
 from .synth import make_synthetic_experts
 from .datagen import build_routing_dataset
 from .routing import load_split

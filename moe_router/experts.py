@@ -9,7 +9,7 @@ __all__ = ['TASK_PROMPT_VERSION', 'TASK_RECIPE', 'BASE_SLOT', 'task_messages', '
            'train_task_lora', 'train_expert_loras', 'peft_generate', 'MergedAdapter']
 
 # %% ../nbs/03b_experts.ipynb #7a25cc7e
-import json, multiprocessing, os, sys
+import json, multiprocessing, os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path

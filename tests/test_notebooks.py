@@ -26,12 +26,7 @@ def test_package_matches_notebooks(tmp_path):
                and not ((ROOT/f.relative_to(copy)).is_file() and filecmp.cmp(f, ROOT/f.relative_to(copy), shallow=False))]
     assert not changed, f"notebooks and package drifted; run `make export` and commit: {changed}"
 
-# The notebooks are split over two files, so that pytest-xdist's two workers (one file at a time each) share them:
-# this file runs these, `test_notebooks_b.py` the rest (about 8 minutes each on 2 cores).
-SECOND = {'03a_backbone', '04a_explore', '04b_cost', '04c_thumbs', '04d_report', '04e_saliency', '06_demo', '06a_serve', '07_cloud', '08_cli'}
-FIRST = [p for p in NBS if p.stem not in SECOND]
-
-@pytest.mark.parametrize('nb', FIRST, ids=[p.stem for p in FIRST])
+@pytest.mark.parametrize('nb', NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
     "The notebook runs top to bottom (cells flagged gpu/modal/slow are skipped)"
     run_nb(nb)
