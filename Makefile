@@ -29,9 +29,9 @@ runtime: $(BIN)/.runtime
 venv: $(BIN)/.installed
 
 # Two workers (pytest-xdist): each test file runs whole on one worker (its fixtures are built once and its summary test counts
-# its cases), and the notebooks spread over both one by one (tests/conftest.py). The slowest tests are listed before the summary.
+# its cases), and each notebook is a scope of its own (tests/test_notebooks.py). The slowest tests are listed before the summary.
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15 tests
 
 demo: runtime
 	$(BIN)/moe-router-demo --out runs/demo

@@ -7,7 +7,7 @@ Docs: https://moe-router.github.io/moe_router/datagen.html.md"""
 # %% auto #0
 __all__ = ['RULE', 'GroupSampler', 'sample_expert', 'split_counts', 'add_ocr', 'expert_sources', 'read_experts', 'make_splits',
            'dataset_metadata', 'write_routing_dataset', 'read_extra_hard', 'add_extra_hard', 'fingerprint_images',
-           'build_routing_dataset']
+           'default_out', 'write_fresh', 'build_routing_dataset']
 
 # %% ../nbs/01_datagen.ipynb #689ec6db
 import hashlib, math, random
@@ -284,6 +284,21 @@ def fingerprint_images(splits:list,       # sample lists (train, val, test), cha
             seen[s['image']] = dict(image_bytes=len(data), image_sha256=hashlib.sha256(data).hexdigest()) if f else {}
         s.update(seen[s['image']])
 
+# %% ../nbs/01_datagen.ipynb #07223d03
+def default_out(prefix:str,             # the dataset's prefix, e.g. `routing`
+                root:Path=Path('datasets'), # where default datasets go
+               )->Path:                 # `root/{prefix}_{YYYYmmdd_HHMMSS_ffffff}`
+    "The default dataset directory: the prefix and the time to the microsecond"
+    return Path(root)/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S_%f}"
+
+def write_fresh(out:Path, prefix:str, splits, meta:dict, log=print, tries:int=5)->Path:
+    "Write under a default name; when a run started in the same microsecond took it, take the next one"
+    for i in range(tries):
+        try: return write_routing_dataset(out, tuple(splits), dict(meta, dataset_dir=str(out)), log)
+        except FileExistsError:
+            if i == tries - 1: raise
+            out = default_out(prefix, out.parent)
+
 # %% ../nbs/01_datagen.ipynb #0c8ea623
 def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file or dataset directory}`
                           out:str|Path|None=None,  # output directory; default `datasets/{prefix}_{YYYYMMDD_HHMMSS}`
@@ -306,7 +321,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
     "Build a balanced, leakage-free routing dataset and write it atomically"
     log = log or (lambda *a, **k: None)
     _check_args(train_samples, eval_samples, train_val_split, ocr_samples, hard_pair_frac)
-    out = check_out(out, '--output-dir') or Path('datasets')/f"{prefix}_{datetime.now():%Y%m%d_%H%M%S_%f}"
+    named, out = out is not None, check_out(out, '--output-dir') or default_out(prefix)
     if out.exists(): raise FileExistsError(f"{out}: output directory already exists; choose another --output-dir or remove it")
     registry = registry if registry is not None else load_registry()
     srcs = expert_sources(experts, registry)
@@ -323,7 +338,7 @@ def build_routing_dataset(experts:dict,            # `{adapter name: JSONL file 
     meta = dataset_metadata(out, prefix, seed, train_val_split, registry, srcs, picked, skipped, splits, ocr, ocr_label,
                             train_samples, eval_samples)
     if extra_hard: meta['extra_hard'] = {str(f): sum(e['extra_hard'] == str(f) for e in extra) for f in extra_hard}
-    return write_routing_dataset(out, tuple(splits), meta, log)
+    return write_routing_dataset(out, tuple(splits), meta, log) if named else write_fresh(out, prefix, splits, meta, log)
 
 def _check_disjoint(test:list, pool:list):
     "Raise if a screenshot or record is on both sides (possible only when experts share a dataset directory)"

@@ -26,10 +26,19 @@ def test_package_matches_notebooks(tmp_path):
                and not ((ROOT/f.relative_to(copy)).is_file() and filecmp.cmp(f, ROOT/f.relative_to(copy), shallow=False))]
     assert not changed, f"notebooks and package drifted; run `make export` and commit: {changed}"
 
-@pytest.mark.parametrize('nb', NBS, ids=[p.stem for p in NBS])
-def test_notebook(nb):
-    "The notebook runs top to bottom (cells flagged gpu/modal/slow are skipped)"
-    run_nb(nb)
+# One class per notebook: under `--dist loadscope` (the Makefile's) every other test file runs whole on one worker, so its
+# fixtures are built once and its summary counts all its cases, while each notebook is a scope of its own and the notebooks
+# spread over both workers as they free up.
+def _notebook_class(nb:Path)->type:
+    def test_notebook(self): run_nb(nb)
+    test_notebook.__doc__ = f"{nb.name} runs top to bottom (cells flagged gpu/modal/slow are skipped)"
+    return type(f'TestNotebook_{nb.stem}', (), dict(test_notebook=test_notebook, __doc__=f"The notebook {nb.name}"))
+
+for _nb in NBS: globals()[f'TestNotebook_{_nb.stem}'] = _notebook_class(_nb)
+
+def test_every_notebook_is_tested():
+    "A class per notebook, so none is silently left out"
+    assert sorted(k[len('TestNotebook_'):] for k in globals() if k.startswith('TestNotebook_')) == sorted(p.stem for p in NBS)
 
 def run_nb(nb:Path):
     "Run notebook `nb` with nbdev's runner, from its folder, skipping cells flagged gpu/modal/slow"
