@@ -26,11 +26,11 @@ from .flags import from_library, LIB
 from .config import ConfigError, DatasetError, BAD_INPUT, ENV_KEYS, env_settings, atomic_dir, fail, load_registry
 from .datagen import build_routing_dataset, _check_args
 from .history import expert_paths, verify_expert_datasets, latest_deployed_dataset, update_latest, LATEST_RE
-from .routing import load_metadata, load_split
+from .routing import load_metadata, load_split, text_only
 from .routers import ROUTER_DEFAULTS, train_kwargs, check_route_by, save_train_results, load_router
 from .head import train_head, pooled_features
 from .router_lora import train_router_lora
-from .evaluate import evaluate_dir, router_probs, without_images
+from .evaluate import evaluate_dir, router_probs
 from .infer import StackedPipeline, run_dataset, dataset_report, infer_one
 from .decode import compile_cache_file
 from .shards import shard_bounds, merge_features, sample_key, ShardedRouter
@@ -45,7 +45,6 @@ GPU_PINS = ["torch==2.13.0", "torchvision==0.28.0", "qwen-vl-utils==0.0.14", "tr
             "scikit-learn==1.9.1", "matplotlib", "tensorboard==2.21.0", "psutil"]
 GPU = os.environ.get('MOE_ROUTER_GPU', 'H100')  # GPU type for every Modal function
 LORA_TRAINING = '/lora-training'   # where the claimhawk-lora-training volume (the experts' datasets, by dataset name) is mounted
-
 SERVE_PINS, IMAGE_PYTHON = ["fastapi[standard]"], "3.12"   # the endpoint's extra pins; the image's Python (CI resolves both)
 
 app = modal.App("moe-router")
@@ -290,6 +289,7 @@ def modal_train_router_lora(dataset_dir:str=None, # dataset directory on the vol
     res = train_router_lora(dataset_dir, out, model, **kw); save_train_results(res, 'lora', run_name, dataset_name); commit_volumes(out_vol)
     return res
 
+# %% ../nbs/07_cloud.ipynb #6224ea21
 @app.function(name='evaluate', gpu=GPU, image=image, volumes=VOLUMES, timeout=2*3600)
 def modal_evaluate(router_path:str=None,  # router checkpoint on a volume (default ROUTER_OUT)
                    dataset_dir:str=None,  # routing dataset directory on the volume (default /datasets/routing_latest)
@@ -415,7 +415,7 @@ def modal_eval_shard(samples:list,         # one shard of the split's samples
     "Modal GPU: one shard's router probabilities, on the samples and on their text alone"
     apply_env(env); reload_volumes(data_vol, out_vol, ckpt_vol, lora_vol)
     r, rows = load_router(router_path, **(load_kw or {})), {}
-    for ss in (samples, without_images(samples)): rows.update(zip(map(sample_key, ss), router_probs(r, ss, batch_size, False)))
+    for ss in (samples, text_only(samples)): rows.update(zip(map(sample_key, ss), router_probs(r, ss, batch_size, False)))
     return rows
 
 def sharded_router(router_path:str, samples:list, shards:int, env:dict=None, load_kw:dict=None, batch_size:int=32)->ShardedRouter:

@@ -6,12 +6,12 @@ Docs: https://moe-router.github.io/moe_router/head.html.md"""
 
 # %% auto #0
 __all__ = ['POOLINGS', 'HEAD_FORMAT', 'ORIGINAL_HEAD', 'ORIGINAL_KEYS', 'check_pooling', 'pool_hidden', 'pooled_features',
-           'RouterHead', 'fit_head', 'choose_pooling', 'with_text_only', 'text_only', 'OriginalHead', 'save_head',
-           'original_head', 'load_head_checkpoint', 'head_from_checkpoint', 'train_head', 'HeadRouter',
-           'routing_report', 'OriginalHeadRouter']
+           'RouterHead', 'fit_head', 'choose_pooling', 'with_text_only', 'OriginalHead', 'save_head', 'original_head',
+           'load_head_checkpoint', 'head_from_checkpoint', 'train_head', 'HeadRouter', 'routing_report',
+           'OriginalHeadRouter', 'text_only']
 
 # %% ../nbs/03d_head.ipynb #135384f7
-import io, random, re, time
+import io, random, re, time, warnings
 from datetime import datetime
 from pathlib import Path
 import numpy as np
@@ -184,10 +184,6 @@ def with_text_only(samples:list,       # routing samples
     k = round(frac*len(with_img))
     extra = [dict(s, image=None, image_path=None, text_only_copy=True) for s in random.Random(seed).sample(with_img, k)]
     return list(samples) + extra
-
-def text_only(samples:list)->list:
-    "The samples with their images removed, to measure routing without a screenshot"
-    return [dict(s, image=None, image_path=None) for s in samples]
 
 # %% ../nbs/03d_head.ipynb #180902bb
 HEAD_FORMAT = 'moe_router.router_head/1'
@@ -364,3 +360,9 @@ class OriginalHeadRouter(HeadRouter):
                 hid = vl_model(self.model)(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']).last_hidden_state.float()
                 res.append(pool_hidden(hid, enc['attention_mask'], 'first').cpu())
         return torch.cat(res)
+
+# %% ../nbs/03d_head.ipynb #cb3999ad
+def text_only(samples:list)->list:
+    "Deprecated: use `routing.text_only`"
+    warnings.warn("moe_router.head.text_only is deprecated; use moe_router.routing.text_only", DeprecationWarning, stacklevel=2)
+    from moe_router.routing import text_only as _text_only; return _text_only(samples)

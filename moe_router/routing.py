@@ -6,7 +6,7 @@ Docs: https://moe-router.github.io/moe_router/routing.html.md"""
 
 # %% auto #0
 __all__ = ['SPLITS', 'resolve_image', 'image_file', 'load_metadata', 'routing_record', 'metadata_label_map', 'read_routing',
-           'load_split', 'gold_labels']
+           'load_split', 'gold_labels', 'text_only']
 
 # %% ../nbs/01c_routing.ipynb #157843b3
 import json, os, warnings
@@ -162,3 +162,9 @@ def gold_labels(samples:list,           # routing samples with `adapter` (and us
             raise DatasetError(f"{where}: sample {i} ({s.get('source_id')}): label {l} but adapter {a!r} is label {labels.index(a)} in {list(labels)}")
         res.append(labels.index(a))
     return np.array(res, dtype=int)
+
+# %% ../nbs/01c_routing.ipynb #1929b1a7
+def text_only(samples:list, # routing samples
+             )->list:       # the same samples as text-only requests
+    "The samples as text-only requests: no `image`, no `image_path`, `route_text_only` set"
+    return [dict(s, image=None, image_path=None, route_text_only=True) for s in samples]
