@@ -1,4 +1,10 @@
-"""The confusion explorer, live: Voilà runs tests/explorer_live.ipynb in a real kernel on a saved evaluation,
+"""One headless Chromium, driven by selenium through chromium-driver, for every browser test: each page of the docs site,
+then the live explorer.
+
+The docs site is built offline (`tools/build_docs.py`, the `site` fixture of `test_docs.py`); every page must render
+with a title and, past the index, a signature; the evaluation page must show its confusion matrix as a real PNG.
+
+The confusion explorer, live: Voilà runs tests/explorer_live.ipynb in a real kernel on a saved evaluation,
 and Debian's Chromium, driven by selenium through chromium-driver, runs a researcher's whole workflow: click a cell,
 enlarge a screenshot, switch router (the threshold follows), move the threshold by keyboard and by typing, export the
 cell and read the file back, and open the run-to-run view.
@@ -6,11 +12,12 @@ cell and read the file back, and open the run-to-run view.
 The saved evaluation is synthetic (two routers, three labels, real PNG screenshots), so no model is needed.
 The page's screenshot is kept as tests/artifacts/explorer.png.
 """
-import os, shutil, signal, socket, subprocess, sys, time
+import base64, io, os, re, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from test_docs import site, expected_pages   # the site, built once
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/'tests'/'artifacts'
@@ -99,6 +106,33 @@ def browser(tmp_path_factory):
     d.set_page_load_timeout(PAGE_S)
     yield d
     d.quit()
+
+def dom(d, page:Path)->str:
+    "The DOM of `page` after the browser has loaded and rendered it"
+    d.get(page.as_uri()); return d.page_source
+
+def test_site_pages_render(site, browser):
+    "Every page of the docs site renders in Chromium with a title, and past the index with a signature"
+    pages = sorted(site.glob('*.html'))
+    assert (site/'index.html').exists(), 'index page missing'
+    assert len(pages) == len(expected_pages()), f"{len(pages)} pages for {len(expected_pages())} notebooks"
+    for page in pages:
+        d = dom(browser, page)
+        title = re.search(r'<h1 class="title">([^<]+)</h1>', d)
+        assert title and title.group(1).strip(), f"{page.name}: no title"
+        if page.name != 'index.html':
+            assert re.search(r'<span class="k">(def|class)</span>', d), f"{page.name}: no rendered signature"
+
+def test_eval_page_shows_confusion_matrix(site, browser):
+    "The evaluation page shows its confusion matrix as a real PNG"
+    page = site/'eval_confusion.html'
+    assert page.exists(), f"no evaluation page among {sorted(p.name for p in site.glob('*.html'))}"
+    d = dom(browser, page)
+    assert 'onfusion' in d
+    imgs = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', d)
+    assert imgs, 'no PNG image on the eval page'
+    sizes = [Image.open(io.BytesIO(base64.b64decode(b))).size for b in imgs]
+    assert all(w > 50 and h > 50 for w, h in sizes), sizes
 
 def cell_state(d)->dict:
     "What the cell pane shows: the selected cell's id, its row count, and the decoded size of each image"
